@@ -1,0 +1,52 @@
+package bus
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the worker loop's per-stage metrics. Create one per process
+// registry and share it between the workers of that process.
+type Metrics struct {
+	Messages  *prometheus.CounterVec
+	Handle    *prometheus.HistogramVec
+	InFlight  *prometheus.GaugeVec
+	Pending   *prometheus.GaugeVec
+	Published *prometheus.CounterVec
+}
+
+// Message results counted by Metrics.Messages.
+const (
+	ResultAck  = "ack"
+	ResultNak  = "nak"
+	ResultTerm = "term"
+	ResultDLQ  = "dlq"
+	// ResultRequeued counts messages handed back unprocessed at shutdown.
+	ResultRequeued = "requeued"
+)
+
+// NewMetrics registers the worker metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_worker_messages_total",
+			Help: "Messages finished by a stage's worker loop, by result (ack, nak, term, dlq, requeued).",
+		}, []string{"stage", "result"}),
+		Handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stormweir_worker_handle_seconds",
+			Help:    "Time from receiving a message to acking or naking it, outputs published included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
+		}, []string{"stage"}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_worker_in_flight",
+			Help: "Messages being handled right now.",
+		}, []string{"stage"}),
+		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_consumer_pending",
+			Help: "Messages in the stage's stream not yet delivered to it (consumer num_pending).",
+		}, []string{"stage"}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_worker_published_total",
+			Help: "Outputs published by a stage, by whether JetStream absorbed them as duplicates.",
+		}, []string{"stage", "duplicate"}),
+	}
+	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published)
+	return m
+}

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Bus configures the NATS JetStream connection, streams and consumers.
+type Bus struct {
+	// URL is the NATS server URL (comma-separated for a cluster).
+	URL string `mapstructure:"url" yaml:"url"`
+	// Prefix starts every subject and stream name, so several pipelines can
+	// share one NATS deployment.
+	Prefix string `mapstructure:"prefix" yaml:"prefix"`
+	// CredsFile is an optional NATS credentials file.
+	CredsFile string `mapstructure:"creds_file" yaml:"creds_file"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgements.
+	PublishTimeout time.Duration `mapstructure:"publish_timeout" yaml:"publish_timeout"`
+
+	// Signals is the raw signal stream, kept for replay.
+	Signals Stream `mapstructure:"signals" yaml:"signals"`
+	// Incidents holds the hops after the receiver (dedup.*, incidents.*).
+	Incidents Stream `mapstructure:"incidents" yaml:"incidents"`
+	// DLQ holds messages a stage gave up on, with the reason.
+	DLQ Stream `mapstructure:"dlq" yaml:"dlq"`
+
+	// Consumer is the durable pull consumer every stage uses.
+	Consumer Consumer `mapstructure:"consumer" yaml:"consumer"`
+}
+
+// Stream configures one JetStream stream.
+type Stream struct {
+	MaxAge          time.Duration `mapstructure:"max_age" yaml:"max_age"`
+	MaxBytes        int64         `mapstructure:"max_bytes" yaml:"max_bytes"`
+	DuplicateWindow time.Duration `mapstructure:"duplicate_window" yaml:"duplicate_window"`
+	Replicas        int           `mapstructure:"replicas" yaml:"replicas"`
+	// Storage is file or memory.
+	Storage string `mapstructure:"storage" yaml:"storage"`
+}
+
+// Consumer configures a stage's durable pull consumer and its worker loop.
+type Consumer struct {
+	// AckWait is how long the server waits for an ack before redelivering.
+	AckWait time.Duration `mapstructure:"ack_wait" yaml:"ack_wait"`
+	// MaxDeliver is the number of deliveries after which a message that
+	// still fails goes to the DLQ; -1 retries for ever.
+	MaxDeliver int `mapstructure:"max_deliver" yaml:"max_deliver"`
+	// BackOff is the server's redelivery schedule for messages whose ack
+	// never came (a crashed or stuck worker); it overrides AckWait.
+	BackOff []time.Duration `mapstructure:"backoff" yaml:"backoff"`
+	// RetryDelays are the NakWithDelay delays after a transient failure,
+	// by delivery number; the last repeats.
+	RetryDelays   []time.Duration `mapstructure:"retry_delays" yaml:"retry_delays"`
+	MaxAckPending int             `mapstructure:"max_ack_pending" yaml:"max_ack_pending"`
+	// Concurrency is how many messages one process handles at once.
+	Concurrency int `mapstructure:"concurrency" yaml:"concurrency"`
+	// FetchBatch is the most messages one pull asks for.
+	FetchBatch int `mapstructure:"fetch_batch" yaml:"fetch_batch"`
+	// FetchMaxWait bounds one pull; short, so a lost pull costs little
+	// (a long-lived Consume() was seen stalling for a whole expiry).
+	FetchMaxWait time.Duration `mapstructure:"fetch_max_wait" yaml:"fetch_max_wait"`
+}
+
+// DefaultBus returns the bus defaults.
+func DefaultBus() Bus {
+	return Bus{
+		URL:            "nats://127.0.0.1:4222",
+		Prefix:         "stormweir",
+		PublishTimeout: 5 * time.Second,
+		Signals:        Stream{MaxAge: 7 * 24 * time.Hour, MaxBytes: 8 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		Incidents:      Stream{MaxAge: 24 * time.Hour, MaxBytes: 4 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		DLQ:            Stream{MaxAge: 14 * 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		Consumer: Consumer{
+			AckWait:       30 * time.Second,
+			MaxDeliver:    60,
+			BackOff:       []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute},
+			RetryDelays:   []time.Duration{250 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
+			MaxAckPending: 4096,
+			Concurrency:   64,
+			FetchBatch:    256,
+			FetchMaxWait:  2 * time.Second,
+		},
+	}
+}
+
+// Validate checks the bus section.
+func (b Bus) Validate() error {
+	var errs []error
+	if b.URL == "" {
+		errs = append(errs, errors.New("bus.url: required"))
+	}
+	if !prefixRE.MatchString(b.Prefix) {
+		errs = append(errs, fmt.Errorf("bus.prefix: %q must be letters, digits, '_' or '-'", b.Prefix))
+	}
+	errs = append(errs, positive("bus.publish_timeout", b.PublishTimeout))
+	for name, s := range map[string]Stream{"signals": b.Signals, "incidents": b.Incidents, "dlq": b.DLQ} {
+		errs = append(errs, s.validate("bus."+name))
+	}
+	errs = append(errs, b.Consumer.validate("bus.consumer"))
+	return errors.Join(errs...)
+}
+
+func (s Stream) validate(field string) error {
+	var errs []error
+	if s.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("%s.max_age: must not be negative", field))
+	}
+	if s.DuplicateWindow <= 0 {
+		errs = append(errs, fmt.Errorf("%s.duplicate_window: must be positive", field))
+	}
+	if s.MaxAge > 0 && s.DuplicateWindow > s.MaxAge {
+		errs = append(errs, fmt.Errorf("%s.duplicate_window: %s exceeds max_age %s", field, s.DuplicateWindow, s.MaxAge))
+	}
+	if s.Replicas < 1 || s.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("%s.replicas: %d is not within 1..5", field, s.Replicas))
+	}
+	if s.Storage != "file" && s.Storage != "memory" {
+		errs = append(errs, fmt.Errorf("%s.storage: %q is not file or memory", field, s.Storage))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Consumer) validate(field string) error {
+	var errs []error
+	errs = append(errs, positive(field+".ack_wait", c.AckWait), positive(field+".fetch_max_wait", c.FetchMaxWait))
+	if c.MaxDeliver != -1 && c.MaxDeliver < 2 {
+		errs = append(errs, fmt.Errorf("%s.max_deliver: %d leaves no retry; use at least 2, or -1 for no limit", field, c.MaxDeliver))
+	}
+	if c.MaxDeliver != -1 && len(c.BackOff) >= c.MaxDeliver {
+		errs = append(errs, fmt.Errorf("%s.backoff: %d steps need max_deliver above %d", field, len(c.BackOff), len(c.BackOff)))
+	}
+	for i, d := range c.BackOff {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s.backoff[%d]: must be positive", field, i))
+		}
+	}
+	if len(c.RetryDelays) == 0 {
+		errs = append(errs, fmt.Errorf("%s.retry_delays: at least one delay is required", field))
+	}
+	for i, d := range c.RetryDelays {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s.retry_delays[%d]: must be positive", field, i))
+		}
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("%s.concurrency: must be at least 1", field))
+	}
+	if c.FetchBatch < 1 {
+		errs = append(errs, fmt.Errorf("%s.fetch_batch: must be at least 1", field))
+	}
+	if c.MaxAckPending < c.Concurrency {
+		errs = append(errs, fmt.Errorf("%s.max_ack_pending: %d is below concurrency %d", field, c.MaxAckPending, c.Concurrency))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,141 @@
+// Package config is stormweir's one configuration schema, shared by every
+// binary. Each section has defaults that work on a developer machine and a
+// Validate method; Load layers a YAML file, STORMWEIR_* environment
+// variables and flags over the defaults (DESIGN §6).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Config is the whole schema. Each binary reads the sections it needs.
+type Config struct {
+	Log         Log         `mapstructure:"log" yaml:"log"`
+	Bus         Bus         `mapstructure:"bus" yaml:"bus"`
+	Redis       Redis       `mapstructure:"redis" yaml:"redis"`
+	Fingerprint Fingerprint `mapstructure:"fingerprint" yaml:"fingerprint"`
+	Receiver    Receiver    `mapstructure:"receiver" yaml:"receiver"`
+	Worker      Worker      `mapstructure:"worker" yaml:"worker"`
+	Dedup       Dedup       `mapstructure:"dedup" yaml:"dedup"`
+	Aggregator  Aggregator  `mapstructure:"aggregator" yaml:"aggregator"`
+	Writer      Writer      `mapstructure:"writer" yaml:"writer"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Log:         Log{Level: "info", Format: "json"},
+		Bus:         DefaultBus(),
+		Redis:       DefaultRedis(),
+		Fingerprint: Fingerprint{Labels: []string{"cluster", "name", "namespace", "target.kind", "target.name"}},
+		Receiver:    DefaultReceiver(),
+		Worker:      Worker{Listen: ":9090", DrainTimeout: 15 * time.Second},
+		Dedup:       DefaultDedup(),
+		Aggregator:  DefaultAggregator(),
+		Writer:      DefaultWriter(),
+	}
+}
+
+// Validate checks every section and joins all problems into one error, so
+// an operator fixes a config file in one pass.
+func (c *Config) Validate() error {
+	return errors.Join(
+		c.Log.Validate(),
+		c.Bus.Validate(),
+		c.Redis.Validate(),
+		c.Fingerprint.Validate(),
+		c.Receiver.Validate(),
+		c.Worker.Validate(),
+		c.Dedup.Validate(),
+		c.Aggregator.Validate(),
+		c.Writer.Validate(),
+	)
+}
+
+// Log configures structured logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level" yaml:"level"`
+	// Format is json or text.
+	Format string `mapstructure:"format" yaml:"format"`
+}
+
+// Validate checks the log section.
+func (l Log) Validate() error {
+	var errs []error
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", l.Level))
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not json or text", l.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Fingerprint configures which fields identify an incident.
+type Fingerprint struct {
+	// Labels are the fingerprint fields in order: "name", "namespace",
+	// "target.kind", "target.name", "source", or any label name.
+	Labels []string `mapstructure:"labels" yaml:"labels"`
+}
+
+// Validate checks the fingerprint section.
+func (f Fingerprint) Validate() error {
+	if len(f.Labels) == 0 {
+		return errors.New("fingerprint.labels: at least one field is required")
+	}
+	seen := map[string]bool{}
+	for _, l := range f.Labels {
+		if l == "" || seen[l] {
+			return fmt.Errorf("fingerprint.labels: %q is empty or repeated", l)
+		}
+		seen[l] = true
+	}
+	return nil
+}
+
+// Worker configures what every worker stage (deduper, aggregator, writer)
+// shares: its health and metrics listener and its drain budget.
+type Worker struct {
+	// Listen is the address of /healthz, /readyz and /metrics.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// DrainTimeout bounds how long a stopping stage waits for in-flight
+	// messages; the rest are redelivered to another replica.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+}
+
+// Validate checks the worker section.
+func (w Worker) Validate() error {
+	var errs []error
+	if err := validListen("worker.listen", w.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	if w.DrainTimeout <= 0 {
+		errs = append(errs, errors.New("worker.drain_timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func validListen(field, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q is not host:port: %v", field, addr, err)
+	}
+	return nil
+}
+
+func positive(field string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: must be positive, got %s", field, d)
+	}
+	return nil
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

@@ -1,0 +1,191 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment variable stormweir reads:
+// STORMWEIR_BUS_URL sets bus.url, STORMWEIR_REDIS_ADDRS sets redis.addrs
+// (comma-separated).
+const EnvPrefix = "STORMWEIR"
+
+// Loaded is the result of Load: the effective configuration and what the
+// command line asked for besides.
+type Loaded struct {
+	Config Config
+	// PrintConfig is set by --print-config: print Config and exit.
+	PrintConfig bool
+	// Args are the positional arguments left after the flags.
+	Args []string
+}
+
+// Load builds the effective configuration for the binary called name:
+// defaults, then the YAML file (--config or STORMWEIR_CONFIG), then
+// STORMWEIR_* environment variables, then flags (--set key=value and the
+// shortcuts below), and validates the result.
+func Load(name string, args []string) (*Loaded, error) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	file := fs.StringP("config", "c", os.Getenv(EnvPrefix+"_CONFIG"), "YAML configuration file")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration and exit")
+	sets := fs.StringArray("set", nil, "override one key, e.g. --set dedup.window=10m (repeatable)")
+	shortcuts := map[string]*string{
+		"bus.url":           fs.String("nats-url", "", "NATS URL (bus.url)"),
+		"redis.addrs":       fs.String("redis-addrs", "", "Redis addresses, comma-separated (redis.addrs)"),
+		"receiver.listen":   fs.String("listen", "", "receiver listen address (receiver.listen)"),
+		"worker.listen":     fs.String("metrics-listen", "", "worker health/metrics address (worker.listen)"),
+		"log.level":         fs.String("log-level", "", "log level (log.level)"),
+		"writer.kubeconfig": fs.String("kubeconfig", "", "kubeconfig path (writer.kubeconfig)"),
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, fs.FlagUsages())
+	}
+
+	v := viper.New()
+	v.SetConfigType("yaml")
+	base, err := yaml.Marshal(Default())
+	if err != nil {
+		return nil, fmt.Errorf("encoding defaults: %w", err)
+	}
+	if err := v.ReadConfig(bytes.NewReader(base)); err != nil {
+		return nil, fmt.Errorf("loading defaults: %w", err)
+	}
+	if *file != "" {
+		f, err := os.ReadFile(*file)
+		if err != nil {
+			return nil, fmt.Errorf("reading config file: %w", err)
+		}
+		if err := v.MergeConfig(bytes.NewReader(f)); err != nil {
+			return nil, fmt.Errorf("parsing config file %s: %w", *file, err)
+		}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for key, val := range shortcuts {
+		if *val != "" {
+			v.Set(key, *val)
+		}
+	}
+	for _, kv := range *sets {
+		key, val, ok := strings.Cut(kv, "=")
+		if !ok || key == "" {
+			return nil, fmt.Errorf("--set %q: want key=value", kv)
+		}
+		if !v.IsSet(key) {
+			return nil, fmt.Errorf("--set %q: unknown key %q", kv, key)
+		}
+		v.Set(key, val)
+	}
+
+	var cfg Config
+	if err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			splitListHook,
+		)
+	}); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if err := checkUnknownKeys(v); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return &Loaded{Config: cfg, PrintConfig: *printCfg, Args: fs.Args()}, nil
+}
+
+// checkUnknownKeys rejects keys in the file that the schema does not have,
+// so a typo is an error instead of a silently ignored setting.
+func checkUnknownKeys(v *viper.Viper) error {
+	known := map[string]bool{}
+	collectKeys(reflect.TypeOf(Config{}), "", known)
+	var unknown []string
+	for _, k := range v.AllKeys() {
+		if !known[k] && !underKnownList(k, known) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("configuration: unknown keys: %s", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func underKnownList(key string, known map[string]bool) bool {
+	for i := strings.LastIndex(key, "."); i > 0; i = strings.LastIndex(key[:i], ".") {
+		if known[key[:i]] {
+			return true
+		}
+	}
+	return false
+}
+
+func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := f.Tag.Get("mapstructure")
+		if name == "" {
+			continue
+		}
+		key := prefix + name
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
+			collectKeys(f.Type, key+".", into)
+			continue
+		}
+		into[key] = true
+	}
+}
+
+// Print writes cfg as YAML with secrets redacted.
+func Print(w io.Writer, cfg Config) error {
+	cfg.Redis.Password = redact(cfg.Redis.Password)
+	cfg.Redis.SentinelPassword = redact(cfg.Redis.SentinelPassword)
+	tokens := make([]string, len(cfg.Receiver.Auth.Tokens))
+	for i := range tokens {
+		tokens[i] = redact("x")
+	}
+	cfg.Receiver.Auth.Tokens = tokens
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "<redacted>"
+}
+
+// splitListHook lets one string (an environment variable or --set value)
+// fill any list: "a,b" becomes ["a", "b"], whatever the element type.
+func splitListHook(from, to reflect.Type, data any) (any, error) {
+	s, ok := data.(string)
+	if !ok || from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	if strings.TrimSpace(s) == "" {
+		return []string{}, nil
+	}
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts, nil
+}

@@ -1,0 +1,144 @@
+package signal
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limits bound what a decoder accepts, so nothing downstream (Redis keys, CR
+// fields, label values) has to cope with unbounded input.
+const (
+	MaxNameLen     = 253
+	MaxLabels      = 256
+	MaxLabelKeyLen = 316 // qualified Kubernetes label key: 253 prefix + "/" + 63 name
+	MaxValueLen    = 64 << 10
+)
+
+// ErrInvalidPayload marks a request body that cannot be decoded at all; the
+// receiver answers 400 for it.
+var ErrInvalidPayload = errors.New("invalid payload")
+
+// Rejection explains why one item of a batch was not accepted.
+type Rejection struct {
+	// Index is the item's position in the batch.
+	Index int `json:"index"`
+	// Name is the alert or event name when it could be read.
+	Name   string `json:"name,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// Batch is the result of decoding one request body.
+type Batch struct {
+	// Signals are the accepted items, in input order.
+	Signals []Signal
+	// Rejected are the items that were invalid; their siblings are kept.
+	Rejected []Rejection
+	// Ignored counts items that are valid but never become signals
+	// (Kubernetes events of type Normal).
+	Ignored int
+	// Truncated is Alertmanager's truncatedAlerts: alerts the sender left
+	// out of the batch, a storm hint.
+	Truncated int
+}
+
+// Decoder turns request bodies into signals.
+type Decoder struct {
+	fp  *Fingerprinter
+	now func() time.Time
+}
+
+// NewDecoder returns a Decoder that fingerprints with fp. now is the clock
+// for ReceivedAt; nil means time.Now.
+func NewDecoder(fp *Fingerprinter, now func() time.Time) *Decoder {
+	if now == nil {
+		now = time.Now
+	}
+	return &Decoder{fp: fp, now: now}
+}
+
+// finish fills the fields every source derives the same way and validates
+// the result. It returns a reason when the signal cannot be represented.
+func (d *Decoder) finish(s *Signal, received time.Time) string {
+	if s.Name == "" {
+		return "missing name (alertname label or event reason)"
+	}
+	if len(s.Name) > MaxNameLen {
+		return fmt.Sprintf("name longer than %d bytes", MaxNameLen)
+	}
+	if r := checkMap("label", s.Labels); r != "" {
+		return r
+	}
+	if r := checkMap("annotation", s.Annotations); r != "" {
+		return r
+	}
+	for _, t := range []time.Time{s.StartsAt, s.EndsAt, s.EventLastTimestamp} {
+		if !t.IsZero() && (t.Year() < 1 || t.Year() > 9999) {
+			return "timestamp out of range"
+		}
+	}
+	if len(s.Target.Name) > MaxNameLen || len(s.Target.Kind) > MaxNameLen || len(s.Namespace) > MaxNameLen {
+		return fmt.Sprintf("target or namespace longer than %d bytes", MaxNameLen)
+	}
+	// An empty map is omitted on the wire and comes back nil; store it as
+	// nil so a published signal decodes to exactly what was published.
+	if len(s.Labels) == 0 {
+		s.Labels = nil
+	}
+	if len(s.Annotations) == 0 {
+		s.Annotations = nil
+	}
+	s.ReceivedAt = received
+	s.Fingerprint = d.fp.Fingerprint(s)
+	return ""
+}
+
+func checkMap(what string, m map[string]string) string {
+	if len(m) > MaxLabels {
+		return fmt.Sprintf("more than %d %ss", MaxLabels, what)
+	}
+	for k, v := range m {
+		if k == "" {
+			return fmt.Sprintf("empty %s name", what)
+		}
+		if len(k) > MaxLabelKeyLen {
+			return fmt.Sprintf("%s name longer than %d bytes", what, MaxLabelKeyLen)
+		}
+		if len(v) > MaxValueLen {
+			return fmt.Sprintf("%s %q longer than %d bytes", what, k, MaxValueLen)
+		}
+	}
+	return ""
+}
+
+// flexTime decodes RFC 3339 times and treats null and "" as the zero time,
+// as Kubernetes and Alertmanager both write unset times either way.
+type flexTime struct{ time.Time }
+
+func (t *flexTime) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) || bytes.Equal(b, []byte(`""`)) {
+		t.Time = time.Time{}
+		return nil
+	}
+	if err := t.Time.UnmarshalJSON(b); err != nil {
+		// time's own errors either omit the value or quote the layout;
+		// the sender needs the value.
+		return fmt.Errorf("time %s is not an RFC 3339 string", clip(b))
+	}
+	return nil
+}
+
+// clip bounds input quoted back in a reason, which goes into the response.
+func clip(b []byte) string {
+	const maxQuoted = 64
+	if len(b) > maxQuoted {
+		return string(b[:maxQuoted]) + "..."
+	}
+	return string(b)
+}
+
+// rawItems splits a JSON array into its elements without decoding them, so
+// each item is decoded (and possibly rejected) on its own.
+type rawItems []json.RawMessage

@@ -1,0 +1,75 @@
+package testenv
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+)
+
+// NATS is an in-process nats-server with JetStream on a random loopback
+// port and a temporary store directory.
+type NATS struct {
+	t    testing.TB
+	opts *server.Options
+	srv  *server.Server
+	// URL is the client URL; it stays the same across Restart.
+	URL string
+}
+
+// StartNATS starts a JetStream server for the test and stops it at cleanup.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	opts := &server.Options{
+		ServerName: "stormweir-test",
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   t.TempDir(),
+		NoLog:      true,
+		NoSigs:     true,
+		// Large enough for benchmarks; the default 1 MiB payload limit
+		// stays, as in production.
+		JetStreamMaxMemory: 1 << 30,
+		JetStreamMaxStore:  8 << 30,
+	}
+	n := &NATS{t: t, opts: opts}
+	n.start()
+	n.URL = n.srv.ClientURL()
+	// Keep the port on restart.
+	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func (n *NATS) start() {
+	n.t.Helper()
+	srv, err := server.NewServer(n.opts)
+	require.NoError(n.t, err, "creating nats-server")
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		n.t.Fatalf("nats-server not ready on %s:%d", n.opts.Host, n.opts.Port)
+	}
+	n.srv = srv
+}
+
+// Server returns the running server.
+func (n *NATS) Server() *server.Server { return n.srv }
+
+// Stop shuts the server down (messages on disk are kept for Restart).
+func (n *NATS) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		n.srv = nil
+	}
+}
+
+// Restart starts the server again on the same port with the same store.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.Stop()
+	n.start()
+}
