@@ -1,0 +1,92 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	ossignal "os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/config"
+)
+
+// Process is what one stormweir process shares between the stages it
+// runs: configuration, logger, metrics registry, health endpoints and the
+// bus connection. The four stage binaries run one stage each; the
+// all-in-one binary runs all of them on one Process.
+type Process struct {
+	Config   config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Health   *Health
+	// Metrics are the worker loop metrics, shared by the stages.
+	Metrics *bus.Metrics
+	// Bus is the NATS connection, with streams ensured.
+	Bus *bus.Conn
+}
+
+// NewProcess connects to the bus, ensures the streams and registers the
+// bus readiness check.
+func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string) (*Process, error) {
+	reg := NewRegistry()
+	p := &Process{Config: cfg, Log: log, Registry: reg, Health: NewHealth(reg), Metrics: bus.NewMetrics(reg)}
+	conn, err := bus.Connect(cfg.Bus, "stormweir-"+binary, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := bus.EnsureStreams(ctx, conn.JS, cfg.Bus); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	p.Bus = conn
+	p.Health.AddCheck("nats", conn.Check)
+	return p, nil
+}
+
+// Close closes the bus connection.
+func (p *Process) Close() { p.Bus.Close() }
+
+// Publisher returns a publisher on the process's bus.
+func (p *Process) Publisher() *bus.Publisher {
+	return bus.NewPublisher(p.Bus.JS, p.Config.Bus.PublishTimeout)
+}
+
+// HealthServer returns the worker health/metrics server on
+// worker.listen.
+func (p *Process) HealthServer() (*Server, error) {
+	mux := http.NewServeMux()
+	p.Health.Register(mux)
+	return NewServer(p.Config.Worker.Listen, mux, p.Config.Worker.DrainTimeout)
+}
+
+// Main is the whole of a stage binary's main: load the configuration
+// (printing it and exiting for --print-config), set up logging, and call
+// run with a context that ends on SIGINT or SIGTERM. Exit codes: 2 for a
+// configuration error, 1 when run fails.
+func Main(binary string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
+	loaded, err := config.Load(binary, os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
+		os.Exit(2)
+	}
+	if loaded.PrintConfig {
+		if err := config.Print(os.Stdout, loaded.Config); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
+			os.Exit(1)
+		}
+		return
+	}
+	log := NewLogger(loaded.Config.Log, binary)
+	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, loaded.Config, log); err != nil {
+		log.Error("exiting", "err", err)
+		stop()
+		os.Exit(1)
+	}
+}
