@@ -1,0 +1,25 @@
+# stormweir developer targets.
+CONTROLLER_GEN ?= go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+API_PKG := ./pkg/apis/...
+GENERATED := pkg/apis/stormweir/v1alpha1/zz_generated.deepcopy.go deploy/crd
+
+.PHONY: generate verify-generated testbins test
+
+## generate: deepcopy functions and the CRD YAML (deploy/crd) from the API types.
+generate:
+	$(CONTROLLER_GEN) object paths="$(API_PKG)"
+	$(CONTROLLER_GEN) crd paths="$(API_PKG)" output:crd:artifacts:config=deploy/crd
+
+## verify-generated: fail when the generated files differ from the API types.
+verify-generated:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp -r $(GENERATED) "$$tmp"/; \
+	$(MAKE) --no-print-directory generate >/dev/null; \
+	if ! git diff --quiet --exit-code -- $(GENERATED) || [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		echo "generated files are stale: run 'make generate' and commit the result" >&2; \
+		git status --short -- $(GENERATED) >&2; git diff --stat -- $(GENERATED) >&2; exit 1; \
+	fi
+
+## testbins: build (or reuse) kube-apiserver and etcd for envtest; prints the KUBEBUILDER_ASSETS dir.
+testbins:
+	@hack/testbins.sh
