@@ -8,6 +8,7 @@ import (
 	"os"
 	ossignal "os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,9 +40,20 @@ func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary
 	if err != nil {
 		return nil, err
 	}
-	if err := bus.EnsureStreams(ctx, conn.JS, cfg.Bus); err != nil {
-		conn.Close()
-		return nil, err
+	// A bus that is not up yet is waited for, not a reason to exit: in a
+	// rollout the stages may start before NATS answers.
+	for wait := 250 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
+		err := bus.EnsureStreams(ctx, conn.JS, cfg.Bus)
+		if err == nil {
+			break
+		}
+		log.Warn("waiting for jetstream", "url", cfg.Bus.URL, "err", err)
+		select {
+		case <-ctx.Done():
+			conn.Close()
+			return nil, fmt.Errorf("waiting for jetstream: %w", err)
+		case <-time.After(wait):
+		}
 	}
 	p.Bus = conn
 	p.Health.AddCheck("nats", conn.Check)

@@ -30,10 +30,10 @@ func StartNATS(t testing.TB) *NATS {
 		StoreDir:   t.TempDir(),
 		NoLog:      true,
 		NoSigs:     true,
-		// Large enough for benchmarks; the default 1 MiB payload limit
-		// stays, as in production.
+		// Limits, not allocations: the streams' default max_bytes add up
+		// to more than a small default store limit would allow.
 		JetStreamMaxMemory: 1 << 30,
-		JetStreamMaxStore:  8 << 30,
+		JetStreamMaxStore:  1 << 40,
 	}
 	n := &NATS{t: t, opts: opts}
 	n.start()

@@ -1,0 +1,35 @@
+package receiver
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	signals  *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	publish  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_receiver_requests_total",
+			Help: "Webhook requests by endpoint and HTTP status code.",
+		}, []string{"endpoint", "code"}),
+		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_receiver_signals_total",
+			Help: "Signals by source and result: accepted (stored), duplicate (stored before, absorbed by msg-id), rejected (invalid), ignored (Normal events), failed (not stored; the sender was told to retry).",
+		}, []string{"source", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stormweir_receiver_request_seconds",
+			Help:    "Time to answer a webhook request, publishing included.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 14),
+		}, []string{"endpoint"}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stormweir_receiver_publish_seconds",
+			Help:    "Time from the first publish of a request to the last JetStream acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
+		}),
+	}
+	reg.MustRegister(m.requests, m.signals, m.latency, m.publish)
+	return m
+}

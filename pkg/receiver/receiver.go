@@ -1,0 +1,293 @@
+// Package receiver is stormweir's HTTP intake: it authenticates webhook
+// senders, decodes Alertmanager and Kubernetes event payloads into signals,
+// publishes them on the bus, and answers 202 only once JetStream has
+// stored every signal of the request (DESIGN §1–2). It needs neither Redis
+// nor Kubernetes.
+package receiver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// Webhook paths.
+const (
+	PathAlertmanager    = "/api/v1/signals/alertmanager"
+	PathPrometheus      = "/api/v1/signals/prometheus"
+	PathKubernetesEvent = "/api/v1/signals/kubernetes-event"
+)
+
+// Publisher stores a request's signals; bus.Publisher is the real one.
+type Publisher interface {
+	Publish(ctx context.Context, outs ...bus.Output) (bus.PublishResult, error)
+}
+
+// Receiver serves the webhook endpoints.
+type Receiver struct {
+	cfg      config.Receiver
+	subjects bus.Subjects
+	decoder  *signal.Decoder
+	pub      Publisher
+	auth     *authenticator
+	health   *service.Health
+	metrics  *metrics
+	log      *slog.Logger
+	server   *service.Server
+	mux      *http.ServeMux
+	now      func() time.Time
+}
+
+// New builds a Receiver from the process's bus, health and metrics. It
+// binds receiver.listen but serves only when Run is called.
+func New(cfg config.Config, p *service.Process) (*Receiver, error) {
+	r, err := NewHandler(cfg, p.Publisher(), p.Health, p.Registry, p.Log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := service.NewServer(cfg.Receiver.Listen, r, cfg.Receiver.ShutdownTimeout)
+	if err != nil {
+		return nil, err
+	}
+	srv.HTTP().ReadTimeout = cfg.Receiver.ReadTimeout
+	r.server = srv
+	return r, nil
+}
+
+// NewHandler builds a Receiver without a listener, for embedding its
+// handler in another server or a test.
+func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg prometheus.Registerer, log *slog.Logger) (*Receiver, error) {
+	if err := cfg.Receiver.CheckAuth(); err != nil {
+		return nil, err
+	}
+	auth, err := newAuthenticator(cfg.Receiver.Auth)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := signal.NewFingerprinter(cfg.Fingerprint.Labels)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Receiver.Auth.Disabled {
+		log.Warn("webhook authentication is disabled (receiver.auth.disabled): anyone who can reach the receiver can post signals")
+	}
+	mux := http.NewServeMux()
+	health.Register(mux)
+	return &Receiver{
+		mux:      mux,
+		cfg:      cfg.Receiver,
+		subjects: bus.NewSubjects(cfg.Bus.Prefix),
+		decoder:  signal.NewDecoder(fp, nil),
+		pub:      pub,
+		auth:     auth,
+		health:   health,
+		metrics:  newMetrics(reg),
+		log:      log,
+		now:      time.Now,
+	}, nil
+}
+
+// Addr is the bound listen address (after New).
+func (r *Receiver) Addr() string { return r.server.Addr() }
+
+// Run serves until ctx ends. Then readiness turns 503 at once, so load
+// balancers stop sending, and in-flight requests finish within
+// receiver.shutdown_timeout.
+func (r *Receiver) Run(ctx context.Context) error {
+	if r.server == nil {
+		return errors.New("receiver: Run needs a Receiver built with New")
+	}
+	go func() {
+		<-ctx.Done()
+		r.health.SetDraining()
+	}()
+	return r.server.Run(ctx)
+}
+
+// ServeHTTP routes webhook, health and metrics requests.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	switch req.URL.Path {
+	case PathAlertmanager, PathPrometheus:
+		r.serveWebhook(w, req, signal.SourceAlertmanager, r.decoder.DecodeAlertmanager)
+	case PathKubernetesEvent:
+		r.serveWebhook(w, req, signal.SourceKubernetesEvent, r.decoder.DecodeKubernetesEvents)
+	default:
+		r.mux.ServeHTTP(w, req)
+	}
+}
+
+// Response is the JSON body of a 202.
+type Response struct {
+	// Accepted counts signals stored now or before (duplicates included):
+	// every one of them is safe.
+	Accepted int `json:"accepted"`
+	// Duplicates counts accepted signals JetStream had already stored
+	// (a retried request).
+	Duplicates int                `json:"duplicates"`
+	Rejected   []signal.Rejection `json:"rejected"`
+	Ignored    int                `json:"ignored"`
+	// Truncated echoes Alertmanager's truncatedAlerts.
+	Truncated int `json:"truncated,omitempty"`
+}
+
+// problem is an RFC 9457 problem document.
+type problem struct {
+	Type     string             `json:"type"`
+	Title    string             `json:"title"`
+	Status   int                `json:"status"`
+	Detail   string             `json:"detail,omitempty"`
+	Rejected []signal.Rejection `json:"rejected,omitempty"`
+}
+
+func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src signal.Source, decode func([]byte) (*signal.Batch, error)) {
+	start := r.now()
+	code := r.webhook(w, req, string(src), decode)
+	r.metrics.requests.WithLabelValues(string(src), strconv.Itoa(code)).Inc()
+	r.metrics.latency.WithLabelValues(string(src)).Observe(r.now().Sub(start).Seconds())
+}
+
+// webhook handles one request and returns the status it answered.
+func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string, decode func([]byte) (*signal.Batch, error)) int {
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return writeProblem(w, http.StatusMethodNotAllowed, "method not allowed", "use POST", nil)
+	}
+	if !r.auth.check(req) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="stormweir"`)
+		return writeProblem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", nil)
+	}
+	if ct := req.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return writeProblem(w, http.StatusUnsupportedMediaType, "unsupported media type",
+				fmt.Sprintf("content type %q is not JSON; send application/json", ct), nil)
+		}
+	}
+	// Enforce the limit before reading: a declared length over it is
+	// refused outright, and the reader stops at the limit otherwise.
+	limit := r.cfg.MaxBodyBytes
+	if req.ContentLength > limit {
+		return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large", fmt.Sprintf("body exceeds %d bytes", limit), nil)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large", fmt.Sprintf("body exceeds %d bytes", limit), nil)
+		}
+		return writeProblem(w, http.StatusBadRequest, "unreadable body", err.Error(), nil)
+	}
+	batch, err := decode(body)
+	if err != nil {
+		return writeProblem(w, http.StatusBadRequest, "invalid payload", err.Error(), nil)
+	}
+	r.metrics.signals.WithLabelValues(src, "rejected").Add(float64(len(batch.Rejected)))
+	r.metrics.signals.WithLabelValues(src, "ignored").Add(float64(batch.Ignored))
+	if len(batch.Signals) == 0 && batch.Ignored == 0 {
+		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
+	}
+
+	outs, err := r.outputs(req, batch)
+	if err != nil {
+		return writeProblem(w, http.StatusBadRequest, "unencodable signal", err.Error(), nil)
+	}
+	pstart := r.now()
+	res, err := r.pub.Publish(req.Context(), outs...)
+	r.metrics.publish.Observe(r.now().Sub(pstart).Seconds())
+	if err != nil {
+		r.metrics.signals.WithLabelValues(src, "failed").Add(float64(len(outs)))
+		r.log.Warn("signals not stored; asking the sender to retry", "signals", len(outs), "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
+		return writeProblem(w, http.StatusServiceUnavailable, "bus unavailable", "signals were not stored; retry later", nil)
+	}
+	r.metrics.signals.WithLabelValues(src, "accepted").Add(float64(len(outs) - res.Duplicates))
+	r.metrics.signals.WithLabelValues(src, "duplicate").Add(float64(res.Duplicates))
+	resp := Response{Accepted: len(outs), Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: batch.Ignored, Truncated: batch.Truncated}
+	if resp.Rejected == nil {
+		resp.Rejected = []signal.Rejection{}
+	}
+	return writeJSON(w, http.StatusAccepted, "application/json", resp)
+}
+
+// outputs encodes the batch as bus messages. Every message carries the
+// same trace context (from the request, or a new one) and receipt time.
+func (r *Receiver) outputs(req *http.Request, batch *signal.Batch) ([]bus.Output, error) {
+	tp := req.Header.Get("traceparent")
+	if !validTraceparent(tp) {
+		tp = newTraceparent()
+	}
+	outs := make([]bus.Output, len(batch.Signals))
+	for i := range batch.Signals {
+		s := &batch.Signals[i]
+		data, err := signal.Encode(s)
+		if err != nil {
+			return nil, err
+		}
+		outs[i] = bus.Output{
+			Subject: r.subjects.Signals(s.Source),
+			Data:    data,
+			MsgID:   s.ID,
+			Header: nats.Header{
+				bus.HeaderFingerprint: []string{s.Fingerprint},
+				bus.HeaderSource:      []string{string(s.Source)},
+				bus.HeaderTraceparent: []string{tp},
+				bus.HeaderReceivedAt:  []string{s.ReceivedAt.Format(time.RFC3339Nano)},
+			},
+		}
+	}
+	return outs, nil
+}
+
+func writeProblem(w http.ResponseWriter, code int, title, detail string, rejected []signal.Rejection) int {
+	return writeJSON(w, code, "application/problem+json", problem{
+		Type: "about:blank", Title: title, Status: code, Detail: detail, Rejected: rejected,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, contentType string, v any) int {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+	return code
+}
+
+// validTraceparent checks the W3C traceparent shape: version-traceid-
+// parentid-flags in lowercase hex, with non-zero ids.
+func validTraceparent(tp string) bool {
+	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return false
+	}
+	for i, c := range []byte(tp) {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return tp[:2] != "ff" && tp[3:35] != strings.Repeat("0", 32) && tp[36:52] != strings.Repeat("0", 16)
+}
+
+func newTraceparent() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
+}
