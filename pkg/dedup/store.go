@@ -39,7 +39,9 @@ type Result struct {
 	// Duplicate is set when the message had already been applied: nothing
 	// changed, and Record is the record's current state. The caller
 	// republishes its output (same msg-id), since the first attempt may
-	// have died before publishing.
+	// have died before publishing. When the incident the message was
+	// applied to has since expired or ended, Record is zero (IncidentID
+	// empty): there is nothing left to republish.
 	Duplicate bool
 	Record    Record
 }
@@ -53,12 +55,16 @@ var ErrNotFound = errors.New("incident record not found")
 type Store interface {
 	// Decide applies sig, identified by msgID, to its fingerprint's record.
 	// A msgID applied before (within the seen TTL) changes nothing and
-	// returns Duplicate with the original decision.
+	// returns Duplicate with the original decision. Every decision that
+	// changes the record raises its Revision by one; resolved_unknown
+	// changes nothing. Any error means nothing was decided: callers retry,
+	// they never assume a new incident.
 	Decide(ctx context.Context, sig *signal.Signal, msgID string) (Result, error)
 	// SetRoute records the aggregator's route for incidentID and returns
 	// the record as it stands, so a storm can count the occurrences seen
 	// so far. ErrNotFound when the fingerprint's record is another
-	// incident's or gone.
+	// incident's or gone. The route stays with the record for its life;
+	// setting it is not a decision and leaves Revision unchanged.
 	SetRoute(ctx context.Context, fingerprint, incidentID, route string) (Record, error)
 	// Get returns the fingerprint's current record, or ErrNotFound.
 	Get(ctx context.Context, fingerprint string) (Record, error)

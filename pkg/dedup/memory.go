@@ -1,0 +1,192 @@
+package dedup
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// MemoryStore is the in-process Store: the same decisions as RedisStore,
+// for one process (the all-in-one mode) and for offline replay, where a
+// clock driven by the recorded stream decides the windows. It passes the
+// same conformance suite as RedisStore.
+type MemoryStore struct {
+	cfg config.Dedup
+	clk clock.Clock
+
+	mu      sync.Mutex
+	records map[string]*memRecord
+	seen    map[seenKey]seenMark
+	ops     int
+}
+
+type memRecord struct {
+	Record
+	expires int64 // ms; the record is gone at or after this instant
+}
+
+type seenKey struct{ fingerprint, msgID string }
+
+type seenMark struct {
+	decision   incident.Decision
+	incidentID string
+	expires    int64
+}
+
+// sweepEvery is how many decisions pass between sweeps of expired state;
+// records and marks are also expired lazily when touched.
+const sweepEvery = 4096
+
+// NewMemoryStore returns an empty MemoryStore deciding with cfg's windows
+// on clk's time.
+func NewMemoryStore(cfg config.Dedup, clk clock.Clock) *MemoryStore {
+	return &MemoryStore{cfg: cfg, clk: clk, records: map[string]*memRecord{}, seen: map[seenKey]seenMark{}}
+}
+
+// live returns fp's record if it has not expired at now.
+func (s *MemoryStore) live(fp string, now int64) *memRecord {
+	r := s.records[fp]
+	if r == nil || r.expires <= now {
+		return nil
+	}
+	return r
+}
+
+// Decide implements Store.
+func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Signal, msgID string) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if err := CheckSignal(sig); err != nil {
+		return Result{}, err
+	}
+	now := ms(s.clk.Now())
+	fp := sig.Fingerprint
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops++
+	if s.ops%sweepEvery == 0 {
+		s.sweep(now)
+	}
+
+	key := seenKey{fp, msgID}
+	if m, ok := s.seen[key]; ok && m.expires > now {
+		res := Result{Decision: m.decision, Duplicate: true}
+		if r := s.live(fp, now); r != nil && r.IncidentID == m.incidentID {
+			res.Record = r.Record
+		}
+		return res, nil
+	}
+
+	window, reopen := s.cfg.Window.Milliseconds(), s.cfg.ReopenWindow.Milliseconds()
+	r := s.live(fp, now)
+	var d incident.Decision
+	switch {
+	case r == nil && sig.Firing():
+		d = incident.DecisionNew
+		r = &memRecord{Record: Record{
+			IncidentID: IncidentID(fp, msgID), Fingerprint: fp, State: incident.StateFiring,
+			Count: 1, FirstSeen: fromMS(now), LastSeen: fromMS(now), Revision: 1, Route: incident.RouteUndecided,
+		}, expires: now + window}
+		s.records[fp] = r
+	case r == nil:
+		d = incident.DecisionResolvedUnknown
+		delete(s.records, fp)
+	case r.State == incident.StateFiring && sig.Firing():
+		d = incident.DecisionOccurrence
+		r.Count++
+		r.LastSeen = fromMS(now)
+		r.Revision++
+		r.expires = now + window
+	case r.State == incident.StateFiring:
+		d = incident.DecisionResolved
+		r.State = incident.StateResolved
+		r.ResolvedAt = fromMS(now)
+		r.Revision++
+		r.expires = now + reopen
+	case sig.Firing():
+		d = incident.DecisionReopened
+		r.State = incident.StateFiring
+		r.Count++
+		r.Flaps++
+		r.LastSeen = fromMS(now)
+		r.ResolvedAt = time.Time{}
+		r.Revision++
+		r.expires = now + window
+	default:
+		d = incident.DecisionResolvedUnknown
+	}
+	res := Result{Decision: d}
+	mark := seenMark{decision: d, expires: now + s.cfg.SeenTTL.Milliseconds()}
+	if r != nil {
+		res.Record = r.Record
+		mark.incidentID = r.IncidentID
+	}
+	s.seen[key] = mark
+	return res, nil
+}
+
+// sweep drops expired records and marks; called with mu held.
+func (s *MemoryStore) sweep(now int64) {
+	for fp, r := range s.records {
+		if r.expires <= now {
+			delete(s.records, fp)
+		}
+	}
+	for k, m := range s.seen {
+		if m.expires <= now {
+			delete(s.seen, k)
+		}
+	}
+}
+
+// SetRoute implements Store.
+func (s *MemoryStore) SetRoute(ctx context.Context, fingerprint, incidentID, route string) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	now := ms(s.clk.Now())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.live(fingerprint, now)
+	if r == nil || r.IncidentID != incidentID {
+		return Record{}, ErrNotFound
+	}
+	r.Route = route
+	return r.Record, nil
+}
+
+// Get implements Store.
+func (s *MemoryStore) Get(ctx context.Context, fingerprint string) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	now := ms(s.clk.Now())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.live(fingerprint, now)
+	if r == nil {
+		return Record{}, ErrNotFound
+	}
+	return r.Record, nil
+}
+
+// End implements Store.
+func (s *MemoryStore) End(ctx context.Context, fingerprint, incidentID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.records[fingerprint]; r != nil && r.IncidentID == incidentID {
+		delete(s.records, fingerprint)
+	}
+	return nil
+}
+
+var _ Store = (*MemoryStore)(nil)

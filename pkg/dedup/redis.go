@@ -1,0 +1,263 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/redisclient"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// RedisStore is the Store shared by every deduper replica. Each decision is
+// one Lua script, so it is atomic however many replicas decide on one
+// fingerprint at once, and it touches two keys that share the fingerprint
+// as hash tag, so in Redis Cluster the script runs on one slot:
+//
+//	<prefix>:{<fingerprint>}:inc          hash: id state count flaps first last resolved rev route exp
+//	<prefix>:{<fingerprint>}:seen:<msgID> the decision taken for that message, "decision|exp|incidentID"
+//
+// Time. "now" is the injected clock's, passed to the script; the record's
+// life is the absolute deadline in its exp field (ms), and only exp decides
+// whether a record is alive. Redis TTLs are garbage collection: each write
+// sets PEXPIRE to the remaining life plus gcGrace. Being relative, the TTL
+// works with a fake clock at any epoch, and the grace keeps a replica
+// whose clock runs a little behind from seeing a record vanish that it
+// still considers alive. So RedisStore and MemoryStore decide identically
+// under a fake clock.
+//
+// Failure. Any Redis error (down, timeout, OOM, failover) is returned as
+// is, and nothing is assumed: the caller retries the message later. The
+// scripts declare themselves with a shebang, so under maxmemory Redis
+// rejects them before they run and never applies half a decision.
+type RedisStore struct {
+	c      redis.UniversalClient
+	prefix string
+	cfg    config.Dedup
+	clk    clock.Clock
+}
+
+// gcGrace is added to every Redis TTL beyond the record's own deadline.
+const gcGrace = 30 * time.Second
+
+// NewRedisStore returns a store on c whose keys start with keyPrefix,
+// deciding with cfg's windows on clk's time.
+func NewRedisStore(c redis.UniversalClient, keyPrefix string, cfg config.Dedup, clk clock.Clock) *RedisStore {
+	return &RedisStore{c: c, prefix: keyPrefix, cfg: cfg, clk: clk}
+}
+
+// Check pings Redis; the stage's readiness probe calls it.
+func (s *RedisStore) Check(ctx context.Context) error { return redisclient.Check(ctx, s.c) }
+
+func (s *RedisStore) recordKey(fp string) string { return s.prefix + ":{" + fp + "}:inc" }
+
+func (s *RedisStore) seenKey(fp, msgID string) string {
+	return s.prefix + ":{" + fp + "}:seen:" + msgID
+}
+
+// recordFields is the field order of every script's record reply.
+var recordFields = []any{"id", "state", "count", "flaps", "first", "last", "resolved", "rev", "route", "exp"}
+
+// decideScript takes one decision. KEYS: record, seen mark. ARGV: now,
+// firing (1/0), id of a new incident, then deadline and TTL (ms) of the
+// window, the reopen window and the seen mark. Reply: {decision,
+// duplicate (0/1), record fields 1..9 when there is a record to report}.
+var decideScript = redis.NewScript(`#!lua
+local now = tonumber(ARGV[1])
+local F = {'id','state','count','flaps','first','last','resolved','rev','route','exp'}
+local function live()
+  local v = redis.call('HMGET', KEYS[1], unpack(F))
+  if not v[1] or not v[10] or tonumber(v[10]) <= now then return nil end
+  return v
+end
+local seen = redis.call('GET', KEYS[2])
+if seen then
+  local d, exp, id = string.match(seen, '^([^|]*)|([^|]*)|(.*)$')
+  if d and tonumber(exp) > now then
+    local r = live()
+    if r and r[1] == id then return {d, 1, unpack(r, 1, 9)} end
+    return {d, 1}
+  end
+end
+local r = live()
+local d
+if not r then
+  if ARGV[2] == '1' then
+    d = 'new'
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'id', ARGV[3], 'state', 'firing', 'count', 1, 'flaps', 0,
+      'first', ARGV[1], 'last', ARGV[1], 'resolved', '0', 'rev', 1, 'route', '', 'exp', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  else
+    d = 'resolved_unknown'
+  end
+elseif r[2] == 'firing' then
+  if ARGV[2] == '1' then
+    d = 'occurrence'
+    redis.call('HINCRBY', KEYS[1], 'count', 1)
+    redis.call('HSET', KEYS[1], 'last', ARGV[1], 'exp', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  else
+    d = 'resolved'
+    redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved', ARGV[1], 'exp', ARGV[6])
+    redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  end
+  redis.call('HINCRBY', KEYS[1], 'rev', 1)
+elseif ARGV[2] == '1' then
+  d = 'reopened'
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('HINCRBY', KEYS[1], 'flaps', 1)
+  redis.call('HINCRBY', KEYS[1], 'rev', 1)
+  redis.call('HSET', KEYS[1], 'state', 'firing', 'last', ARGV[1], 'resolved', '0', 'exp', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+else
+  d = 'resolved_unknown'
+end
+r = live()
+local id = ''
+if r then id = r[1] end
+redis.call('SET', KEYS[2], d .. '|' .. ARGV[8] .. '|' .. id, 'PX', ARGV[9])
+if r then return {d, 0, unpack(r, 1, 9)} end
+return {d, 0}
+`)
+
+// setRouteScript sets the route of a live record whose id is ARGV[2].
+// KEYS: record. ARGV: now, incident id, route. Reply: record fields 1..9,
+// or nil when the record is gone or another incident's.
+var setRouteScript = redis.NewScript(`#!lua
+local v = redis.call('HMGET', KEYS[1], 'id','state','count','flaps','first','last','resolved','rev','route','exp')
+if not v[1] or v[1] ~= ARGV[2] or not v[10] or tonumber(v[10]) <= tonumber(ARGV[1]) then return false end
+redis.call('HSET', KEYS[1], 'route', ARGV[3])
+v[9] = ARGV[3]
+return {unpack(v, 1, 9)}
+`)
+
+// endScript deletes the record if it is incident ARGV[1]'s.
+var endScript = redis.NewScript(`#!lua
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`)
+
+// Decide implements Store.
+func (s *RedisStore) Decide(ctx context.Context, sig *signal.Signal, msgID string) (Result, error) {
+	if err := CheckSignal(sig); err != nil {
+		return Result{}, err
+	}
+	fp := sig.Fingerprint
+	now := ms(s.clk.Now())
+	firing := "0"
+	if sig.Firing() {
+		firing = "1"
+	}
+	window, reopen, seen := s.cfg.Window.Milliseconds(), s.cfg.ReopenWindow.Milliseconds(), s.cfg.SeenTTL.Milliseconds()
+	grace := gcGrace.Milliseconds()
+	v, err := decideScript.Run(ctx, s.c, []string{s.recordKey(fp), s.seenKey(fp, msgID)},
+		now, firing, IncidentID(fp, msgID),
+		now+window, window+grace,
+		now+reopen, reopen+grace,
+		now+seen, seen+grace,
+	).Slice()
+	if err != nil {
+		return Result{}, fmt.Errorf("deciding on fingerprint %s in redis: %w", fp, err)
+	}
+	if len(v) < 2 {
+		return Result{}, fmt.Errorf("deciding on fingerprint %s: unexpected script reply %v", fp, v)
+	}
+	res := Result{Decision: incident.Decision(str(v[0])), Duplicate: num(v[1]) == 1}
+	if len(v) > 2 {
+		res.Record, err = parseRecord(fp, v[2:])
+		if err != nil {
+			return Result{}, fmt.Errorf("deciding on fingerprint %s: %w", fp, err)
+		}
+	}
+	return res, nil
+}
+
+// SetRoute implements Store.
+func (s *RedisStore) SetRoute(ctx context.Context, fingerprint, incidentID, route string) (Record, error) {
+	v, err := setRouteScript.Run(ctx, s.c, []string{s.recordKey(fingerprint)}, ms(s.clk.Now()), incidentID, route).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("setting route of incident %s (fingerprint %s): %w", incidentID, fingerprint, err)
+	}
+	return parseRecord(fingerprint, v)
+}
+
+// Get implements Store. It reads with one HMGET: a read needs no script.
+func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error) {
+	v, err := s.c.HMGet(ctx, s.recordKey(fingerprint), fieldNames()...).Result()
+	if err != nil {
+		return Record{}, fmt.Errorf("reading incident record of fingerprint %s: %w", fingerprint, err)
+	}
+	if v[0] == nil || v[9] == nil || num(v[9]) <= ms(s.clk.Now()) {
+		return Record{}, ErrNotFound
+	}
+	return parseRecord(fingerprint, v[:9])
+}
+
+// End implements Store.
+func (s *RedisStore) End(ctx context.Context, fingerprint, incidentID string) error {
+	if err := endScript.Run(ctx, s.c, []string{s.recordKey(fingerprint)}, incidentID).Err(); err != nil {
+		return fmt.Errorf("ending incident %s (fingerprint %s): %w", incidentID, fingerprint, err)
+	}
+	return nil
+}
+
+func fieldNames() []string {
+	out := make([]string, len(recordFields))
+	for i, f := range recordFields {
+		out[i] = f.(string)
+	}
+	return out
+}
+
+// parseRecord reads the first nine record fields in recordFields order.
+func parseRecord(fp string, v []any) (Record, error) {
+	if len(v) < 9 {
+		return Record{}, fmt.Errorf("incident record of %s has %d fields, want 9", fp, len(v))
+	}
+	return Record{
+		IncidentID:  str(v[0]),
+		Fingerprint: fp,
+		State:       incident.State(str(v[1])),
+		Count:       num(v[2]),
+		Flaps:       num(v[3]),
+		FirstSeen:   fromMS(num(v[4])),
+		LastSeen:    fromMS(num(v[5])),
+		ResolvedAt:  fromMS(num(v[6])),
+		Revision:    num(v[7]),
+		Route:       str(v[8]),
+	}, nil
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+func num(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+var _ Store = (*RedisStore)(nil)
