@@ -1,0 +1,310 @@
+package storm
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/redisclient"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+var (
+	//go:embed scripts/lib.lua
+	luaLib string
+	//go:embed scripts/observe.lua
+	luaObserve string
+	//go:embed scripts/track.lua
+	luaTrack string
+	//go:embed scripts/get.lua
+	luaGet string
+	//go:embed scripts/claim.lua
+	luaClaim string
+	//go:embed scripts/finish.lua
+	luaFinish string
+	//go:embed scripts/register.lua
+	luaRegister string
+)
+
+var (
+	scriptObserve  = redis.NewScript(luaLib + luaObserve)
+	scriptTrack    = redis.NewScript(luaLib + luaTrack)
+	scriptGet      = redis.NewScript(luaLib + luaGet)
+	scriptClaim    = redis.NewScript(luaLib + luaClaim)
+	scriptFinish   = redis.NewScript(luaLib + luaFinish)
+	scriptRegister = redis.NewScript(luaLib + luaRegister)
+)
+
+// DefaultRetain is how long a scope's window bookkeeping and a storm's
+// record outlive their last change: long enough for every redelivery of an
+// input (a replayed incident must get its first verdict back) and for
+// members' repeats to keep counting on a closed storm.
+const DefaultRetain = time.Hour
+
+// RedisStore is the Store on Redis. Each scope's keys share the hash tag
+// of the scope ("<prefix>:storm:{<tag>}:…"); every decision is one Lua
+// script on that slot, so it is atomic across replicas and works on Redis
+// Cluster. The deadline index ("<prefix>:storm:deadlines", a sorted set of
+// storm ids by the earliest time their window may end) lives in its own
+// slot and is only a hint: the claim script re-checks the real deadline.
+type RedisStore struct {
+	c         redis.UniversalClient
+	prefix    string
+	deadlines string
+	retain    time.Duration
+}
+
+// NewRedisStore returns a RedisStore on c under keyPrefix; retain of zero
+// means DefaultRetain.
+func NewRedisStore(c redis.UniversalClient, keyPrefix string, retain time.Duration) *RedisStore {
+	if retain <= 0 {
+		retain = DefaultRetain
+	}
+	return &RedisStore{c: c, prefix: keyPrefix + ":storm:", deadlines: keyPrefix + ":storm:deadlines", retain: retain}
+}
+
+// Check pings Redis, for readiness.
+func (s *RedisStore) Check(ctx context.Context) error { return redisclient.Check(ctx, s.c) }
+
+func (s *RedisStore) base(tag string) string { return s.prefix + "{" + tag + "}:" }
+
+func (s *RedisStore) baseOf(stormID string) (string, error) {
+	tag, err := tagOf(stormID)
+	if err != nil {
+		return "", err
+	}
+	return s.base(tag), nil
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// Observe implements Store.
+func (s *RedisStore) Observe(ctx context.Context, o Observation) (Decision, error) {
+	scope, err := json.Marshal(o.Scope.Values)
+	if err != nil {
+		return Decision{}, fmt.Errorf("encoding scope: %w", err)
+	}
+	target := ""
+	if !o.Target.IsZero() {
+		target = targetKey(o.Target)
+	}
+	res, err := scriptObserve.Run(ctx, s.c, []string{s.base(o.Scope.Tag())},
+		ms(o.Now), o.Window.Milliseconds(), o.Threshold, o.IncidentID, o.Unit, target,
+		o.Scope.StormID(o.IncidentID), string(o.Type), scope, o.Scope.Hash, o.Signal, o.Count,
+		o.Inactivity.Milliseconds(), o.MaxDuration.Milliseconds(), s.retain.Milliseconds()).Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("observing incident %s in storm scope %s: %w", o.IncidentID, o.Scope.Tag(), err)
+	}
+	d := Decision{Verdict: Verdict(str(res[0])), Replayed: num(res[1]) == 1}
+	if d.Verdict == Individual {
+		return d, nil
+	}
+	snap, registered, err := parseSnapshot(res[2])
+	if err != nil {
+		return Decision{}, err
+	}
+	d.Storm = snap
+	if !registered {
+		if err := s.register(ctx, &snap); err != nil {
+			return Decision{}, err
+		}
+	}
+	return d, nil
+}
+
+// register puts a storm into the deadline index. It runs after the
+// opening script, as its own step because the index is in another slot;
+// until the storm is marked registered every member repeats it (ZADD NX is
+// idempotent), so a crash between the two steps cannot leave a storm that
+// no sweeper will ever close.
+func (s *RedisStore) register(ctx context.Context, snap *Snapshot) error {
+	if err := s.c.ZAddNX(ctx, s.deadlines, redis.Z{Score: float64(ms(snap.Deadline())), Member: snap.ID}).Err(); err != nil {
+		return fmt.Errorf("registering storm %s deadline: %w", snap.ID, err)
+	}
+	base, _ := s.baseOf(snap.ID)
+	if err := scriptRegister.Run(ctx, s.c, []string{base}, snap.ID).Err(); err != nil {
+		return fmt.Errorf("marking storm %s registered: %w", snap.ID, err)
+	}
+	return nil
+}
+
+// Track implements Store.
+func (s *RedisStore) Track(ctx context.Context, u MemberUpdate) (Snapshot, error) {
+	base, err := s.baseOf(u.StormID)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("tracking member %s: %w", u.IncidentID, err)
+	}
+	target := ""
+	if !u.Target.IsZero() {
+		target = targetKey(u.Target)
+	}
+	res, err := scriptTrack.Run(ctx, s.c, []string{base}, u.StormID, u.IncidentID, u.Count, target, ms(u.Now), s.retain.Milliseconds()).Slice()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("tracking member %s of storm %s: %w", u.IncidentID, u.StormID, err)
+	}
+	if str(res[0]) == "gone" {
+		return Snapshot{}, fmt.Errorf("tracking member %s: storm %s: %w", u.IncidentID, u.StormID, ErrNotFound)
+	}
+	snap, _, err := parseSnapshot(res[2])
+	return snap, err
+}
+
+// Get implements Store.
+func (s *RedisStore) Get(ctx context.Context, stormID string) (Snapshot, error) {
+	base, err := s.baseOf(stormID)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	res, err := scriptGet.Run(ctx, s.c, []string{base}, stormID).Slice()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("reading storm %s: %w", stormID, err)
+	}
+	if str(res[0]) == "gone" {
+		return Snapshot{}, fmt.Errorf("storm %s: %w", stormID, ErrNotFound)
+	}
+	snap, _, err := parseSnapshot(res[2])
+	return snap, err
+}
+
+// Due implements Store.
+func (s *RedisStore) Due(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	ids, err := s.c.ZRangeByScore(ctx, s.deadlines, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(ms(now), 10), Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing due storms: %w", err)
+	}
+	return ids, nil
+}
+
+// Claim implements Store. It also keeps the deadline index current: a
+// window that is not due yet is rescheduled, a finished one removed.
+func (s *RedisStore) Claim(ctx context.Context, stormID, token string, lease time.Duration, now time.Time) (Claim, error) {
+	base, err := s.baseOf(stormID)
+	if err != nil {
+		// Not ours to close; drop it from the index.
+		_ = s.c.ZRem(ctx, s.deadlines, stormID).Err()
+		return Claim{Status: Done}, nil
+	}
+	res, err := scriptClaim.Run(ctx, s.c, []string{base}, stormID, ms(now), token, lease.Milliseconds()).Slice()
+	if err != nil {
+		return Claim{}, fmt.Errorf("claiming close of storm %s: %w", stormID, err)
+	}
+	c := Claim{Status: ClaimStatus(str(res[0]))}
+	switch c.Status {
+	case Done:
+		if err := s.c.ZRem(ctx, s.deadlines, stormID).Err(); err != nil {
+			return Claim{}, fmt.Errorf("removing closed storm %s from the deadline index: %w", stormID, err)
+		}
+	case NotDue, Busy:
+		c.NextCheck = time.UnixMilli(num(res[1])).UTC()
+		if err := s.c.ZAddXX(ctx, s.deadlines, redis.Z{Score: float64(num(res[1])), Member: stormID}).Err(); err != nil {
+			return Claim{}, fmt.Errorf("rescheduling storm %s: %w", stormID, err)
+		}
+	case Claimed:
+		if c.Storm, _, err = parseSnapshot(res[2]); err != nil {
+			return Claim{}, err
+		}
+	default:
+		return Claim{}, fmt.Errorf("claiming storm %s: unexpected answer %q", stormID, c.Status)
+	}
+	return c, nil
+}
+
+// Finish implements Store.
+func (s *RedisStore) Finish(ctx context.Context, stormID, token string) (bool, error) {
+	base, err := s.baseOf(stormID)
+	if err != nil {
+		return false, err
+	}
+	r, err := scriptFinish.Run(ctx, s.c, []string{base}, stormID, token).Int()
+	if err != nil {
+		return false, fmt.Errorf("finishing close of storm %s: %w", stormID, err)
+	}
+	if r != 0 {
+		if err := s.c.ZRem(ctx, s.deadlines, stormID).Err(); err != nil {
+			return false, fmt.Errorf("removing closed storm %s from the deadline index: %w", stormID, err)
+		}
+	}
+	return r == 1, nil
+}
+
+// Open implements Store: storms in the deadline index are not closed yet.
+func (s *RedisStore) Open(ctx context.Context) (int64, error) {
+	n, err := s.c.ZCard(ctx, s.deadlines).Result()
+	if err != nil {
+		return 0, fmt.Errorf("counting open storms: %w", err)
+	}
+	return n, nil
+}
+
+// parseSnapshot reads the array lib.lua's snapshot returns; the second
+// result says whether the storm is in the deadline index.
+func parseSnapshot(v any) (Snapshot, bool, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 18 {
+		return Snapshot{}, false, errors.New("storm snapshot: unexpected reply from redis")
+	}
+	at := func(i int) time.Time {
+		n := num(a[i])
+		if n == 0 {
+			return time.Time{}
+		}
+		return time.UnixMilli(n).UTC()
+	}
+	snap := Snapshot{
+		ID:          str(a[0]),
+		Type:        incident.StormType(str(a[1])),
+		Scope:       Scope{Hash: str(a[3])},
+		State:       State(str(a[4])),
+		Revision:    num(a[5]),
+		DetectedAt:  at(6),
+		LastMember:  at(7),
+		LastSeen:    at(8),
+		ClosedAt:    at(9),
+		Inactivity:  time.Duration(num(a[10])) * time.Millisecond,
+		MaxDuration: time.Duration(num(a[11])) * time.Millisecond,
+		Members:     num(a[12]),
+		Occurrences: num(a[13]),
+		Signal:      []byte(str(a[14])),
+	}
+	if sc := str(a[2]); sc != "" {
+		if err := json.Unmarshal([]byte(sc), &snap.Scope.Values); err != nil {
+			return Snapshot{}, false, fmt.Errorf("storm %s: decoding scope: %w", snap.ID, err)
+		}
+	}
+	snap.AffectedTotal = num(a[16])
+	if l, ok := a[17].([]any); ok {
+		snap.Affected = make([]signal.Target, 0, len(l))
+		for _, t := range l {
+			snap.Affected = append(snap.Affected, parseTarget(str(t)))
+		}
+	}
+	return snap, num(a[15]) == 1, nil
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+func num(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
