@@ -166,6 +166,13 @@ type Writer struct {
 	Environment        Environment `mapstructure:"environment" yaml:"environment"`
 	// Priority maps severity and environment to P0..P3.
 	Priority []PriorityRule `mapstructure:"priority" yaml:"priority"`
+	// Concurrency overrides bus.consumer.concurrency for the writer (0
+	// keeps it). Handlers wait for the coalesced status write that covers
+	// their message before it is acked, so a flood on one CR holds many
+	// handlers for up to coalesce_interval: the writer needs far more
+	// slots than CPU-bound stages. Keep it at most
+	// bus.consumer.max_ack_pending.
+	Concurrency int `mapstructure:"concurrency" yaml:"concurrency"`
 }
 
 // Environment configures how a namespace's environment is classified.
@@ -225,7 +232,8 @@ func DefaultWriter() Writer {
 				{Match: `^(dev|development)(-.*)?$|-(dev|development)$`, Environment: "development"},
 			},
 		},
-		Priority: DefaultPriority(),
+		Priority:    DefaultPriority(),
+		Concurrency: 512,
 	}
 }
 
@@ -244,6 +252,9 @@ func (w Writer) Validate() error {
 		errs = append(errs, errors.New("writer.fallback_namespace: required"))
 	}
 	errs = append(errs, positive("writer.coalesce_interval", w.CoalesceInterval))
+	if w.Concurrency < 0 {
+		errs = append(errs, errors.New("writer.concurrency: must not be negative (0 uses bus.consumer.concurrency)"))
+	}
 	for i, p := range w.Environment.Patterns {
 		if _, err := regexp.Compile(p.Match); err != nil {
 			errs = append(errs, fmt.Errorf("writer.environment.patterns[%d].match: %v", i, err))

@@ -1,0 +1,109 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/stormweir/stormweir/pkg/config"
+)
+
+// EnvironmentUnknown is the environment of a namespace no rule matched.
+const EnvironmentUnknown = "unknown"
+
+// Classifier decides a namespace's environment and an incident's priority.
+// It reads only informer caches, so classifying costs no API call.
+type Classifier struct {
+	cache     client.Reader
+	labelKeys []string
+	override  *types.NamespacedName
+	patterns  []envPattern
+	rules     []config.PriorityRule
+}
+
+type envPattern struct {
+	re  *regexp.Regexp
+	env string
+}
+
+// NewClassifier compiles cfg's environment rules and priority matrix;
+// cache must serve Namespaces and, when an override ConfigMap is
+// configured, that ConfigMap.
+func NewClassifier(cfg config.Writer, cache client.Reader) (*Classifier, error) {
+	c := &Classifier{cache: cache, labelKeys: cfg.Environment.LabelKeys, rules: cfg.Priority}
+	if ref := cfg.Environment.OverrideConfigMap; ref != "" {
+		ns, name, ok := strings.Cut(ref, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("writer.environment.override_configmap: %q is not namespace/name", ref)
+		}
+		c.override = &types.NamespacedName{Namespace: ns, Name: name}
+	}
+	for i, p := range cfg.Environment.Patterns {
+		re, err := regexp.Compile(p.Match)
+		if err != nil {
+			return nil, fmt.Errorf("writer.environment.patterns[%d]: %w", i, err)
+		}
+		c.patterns = append(c.patterns, envPattern{re: re, env: p.Environment})
+	}
+	return c, nil
+}
+
+// Environment classifies namespace ns: its labels (configured keys, in
+// order), then the override ConfigMap (key = namespace name), then the
+// name patterns, else EnvironmentUnknown. ns need not exist.
+func (c *Classifier) Environment(ctx context.Context, ns string) (string, error) {
+	if ns == "" {
+		return EnvironmentUnknown, nil
+	}
+	var nsObj corev1.Namespace
+	switch err := c.cache.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); {
+	case err == nil:
+		for _, k := range c.labelKeys {
+			if v := nsObj.Labels[k]; v != "" {
+				return v, nil
+			}
+		}
+	case !apierrors.IsNotFound(err):
+		return "", fmt.Errorf("reading namespace %s from cache: %w", ns, err)
+	}
+	if c.override != nil {
+		var cm corev1.ConfigMap
+		switch err := c.cache.Get(ctx, *c.override, &cm); {
+		case err == nil:
+			if v := strings.TrimSpace(cm.Data[ns]); v != "" {
+				return v, nil
+			}
+		case !apierrors.IsNotFound(err):
+			return "", fmt.Errorf("reading environment override %s from cache: %w", c.override, err)
+		}
+	}
+	for _, p := range c.patterns {
+		if p.re.MatchString(ns) {
+			return p.env, nil
+		}
+	}
+	return EnvironmentUnknown, nil
+}
+
+// Priority returns the priority of the first rule matching severity and
+// environment ("" or "*" match anything); P2 when none does.
+func (c *Classifier) Priority(severity, environment string) string {
+	return Priority(c.rules, severity, environment)
+}
+
+// Priority applies rules in order; the first match wins, P2 when none does.
+func Priority(rules []config.PriorityRule, severity, environment string) string {
+	match := func(rule, v string) bool { return rule == "" || rule == "*" || rule == v }
+	for _, r := range rules {
+		if match(r.Severity, severity) && match(r.Environment, environment) {
+			return r.Priority
+		}
+	}
+	return "P2"
+}

@@ -1,0 +1,314 @@
+package writer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// Cache index names on RemediationRequests.
+const (
+	// indexFingerprint maps spec.fingerprint to requests (full value: the
+	// label carries only a prefix).
+	indexFingerprint = "stormweir.fingerprint"
+	// indexIncident maps spec.incidentID and every folded incident id to
+	// the request that counts it.
+	indexIncident = "stormweir.incident"
+)
+
+// ErrUndecided is returned (transient) for an update whose incident has no
+// request yet while the aggregator has not routed it: the message waits
+// and comes back once the route is known.
+var ErrUndecided = errors.New("incident not routed by the aggregator yet")
+
+// Handle is the writer's bus.Handler: it turns one incident or storm event
+// into at most one create and one (coalesced) status write. It never
+// publishes outputs; the message is acked once the write is done.
+func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
+	switch m.Subject {
+	case w.subj.IncidentsOpen(), w.subj.IncidentsUpdate():
+		var e incident.Event
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return nil, bus.Permanent(fmt.Errorf("decoding incident event: %w", err))
+		}
+		if e.IncidentID == "" || e.Fingerprint == "" {
+			return nil, bus.Permanent(errors.New("incident event without incidentID or fingerprint"))
+		}
+		return nil, w.handleEvent(ctx, m, &e, m.Subject == w.subj.IncidentsOpen())
+	case w.subj.IncidentsStorm():
+		var s incident.Storm
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			return nil, bus.Permanent(fmt.Errorf("decoding storm event: %w", err))
+		}
+		if s.StormID == "" || s.Fingerprint == "" {
+			return nil, bus.Permanent(errors.New("storm event without stormID or fingerprint"))
+		}
+		return nil, w.handleStorm(ctx, m, &s)
+	}
+	return nil, bus.Permanent(fmt.Errorf("writer: unexpected subject %s", m.Subject))
+}
+
+func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event, open bool) error {
+	log := w.log.With("incident", e.IncidentID, "fingerprint", e.Fingerprint, "revision", e.Revision)
+	host, own, err := w.hostOf(ctx, e.IncidentID)
+	if err != nil {
+		return err
+	}
+	if host == nil && !open {
+		route := e.Route
+		if route == incident.RouteUndecided {
+			rec, err := w.store.Get(ctx, e.Fingerprint)
+			switch {
+			case errors.Is(err, dedup.ErrNotFound) || err == nil && rec.IncidentID != e.IncidentID:
+				// The incident ended before it had a request: nothing to update.
+				w.m.skipped.WithLabelValues(skipGone).Inc()
+				log.Info("update for an incident without request or record; nothing to write")
+				return nil
+			case err != nil:
+				return fmt.Errorf("reading incident record of %s: %w", e.Fingerprint, err)
+			}
+			if rec.Route == incident.RouteUndecided {
+				return fmt.Errorf("update for incident %s: %w", e.IncidentID, ErrUndecided)
+			}
+			route = rec.Route
+		}
+		if route != incident.RouteIndividual {
+			// A storm member: the aggregator counts its occurrences on the storm.
+			w.m.skipped.WithLabelValues(skipStormMember).Inc()
+			return nil
+		}
+	}
+	created := false
+	if host == nil {
+		if host, own, created, err = w.ensure(ctx, e); err != nil {
+			return err
+		}
+	}
+	mut, fold := applyOwn(e), &foldResult{}
+	if !own {
+		mut = applyFolded(e, fold)
+	}
+	changed, err := w.co.submit(ctx, *host, mut)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fold.full:
+		w.m.skipped.WithLabelValues(skipFoldFull).Inc()
+		log.Warn("request's folded incident list is full; incident not counted", "request", host.String())
+	case changed && fold.appended:
+		w.m.folded.Inc()
+		log.Info("incident folded into the active request of its fingerprint", "request", host.String())
+	case !changed && !created:
+		w.m.skipped.WithLabelValues(skipStale).Inc()
+	}
+	if changed || created {
+		w.observeLatency(m)
+	}
+	return nil
+}
+
+// hostOf finds, in the cache, the request counting incident id (its own,
+// or the one it was folded into). nil when the cache has none; the cache
+// may lag a create, which the create's AlreadyExists then covers.
+func (w *Writer) hostOf(ctx context.Context, id string) (*types.NamespacedName, bool, error) {
+	var list v1alpha1.RemediationRequestList
+	if err := w.cache.List(ctx, &list, client.MatchingFields{indexIncident: id}); err != nil {
+		return nil, false, fmt.Errorf("looking up the request of incident %s: %w", id, err)
+	}
+	if len(list.Items) == 0 {
+		return nil, false, nil
+	}
+	rr := &list.Items[0]
+	key := client.ObjectKeyFromObject(rr)
+	return &key, rr.Spec.IncidentID == id, nil
+}
+
+// ensure returns the request that counts incident e: the active request
+// of its fingerprint when there is one (e is folded into it), else its own,
+// created now. Creating is idempotent by name.
+func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.NamespacedName, own, created bool, err error) {
+	active, previous, err := w.byFingerprint(ctx, e.Fingerprint)
+	if err != nil {
+		return nil, false, false, err
+	}
+	if active != nil {
+		k := client.ObjectKeyFromObject(active)
+		return &k, active.Spec.IncidentID == e.IncidentID, false, nil
+	}
+	pl, err := w.place(ctx, &e.Signal, e.Signal.Target.Namespace, e.Signal.Namespace)
+	if err != nil {
+		return nil, false, false, err
+	}
+	rr := newRequest(e.IncidentID, e.Fingerprint, &e.Signal, pl, w.cfg.MaxAnnotationBytes, e.FirstSeen)
+	if previous != nil {
+		rr.Spec.PreviousRequestRef = &v1alpha1.RequestRef{
+			Name: previous.Name, Namespace: previous.Namespace,
+			IncidentID: previous.Spec.IncidentID, Phase: previous.Status.Phase,
+		}
+	}
+	created, err = w.create(ctx, rr)
+	if err != nil {
+		return nil, false, false, err
+	}
+	k := client.ObjectKeyFromObject(rr)
+	return &k, true, created, nil
+}
+
+// byFingerprint returns, from the cache, the active (non-terminal) request
+// of fp, the oldest if there were several, and the latest finished one.
+func (w *Writer) byFingerprint(ctx context.Context, fp string) (active, previous *v1alpha1.RemediationRequest, err error) {
+	var list v1alpha1.RemediationRequestList
+	if err := w.cache.List(ctx, &list, client.MatchingFields{indexFingerprint: fp}); err != nil {
+		return nil, nil, fmt.Errorf("listing requests of fingerprint %s: %w", fp, err)
+	}
+	older := func(a, b *v1alpha1.RemediationRequest) bool {
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	}
+	for i := range list.Items {
+		rr := &list.Items[i]
+		if rr.DeletionTimestamp != nil {
+			continue
+		}
+		if w.terminal[rr.Status.Phase] {
+			if previous == nil || older(previous, rr) {
+				previous = rr
+			}
+		} else if active == nil || older(rr, active) {
+			active = rr
+		}
+	}
+	return active, previous, nil
+}
+
+// place decides the request's namespace and classification. The first
+// non-empty namespace is the signal's; when it does not exist (or is
+// terminating) the request goes to the fallback namespace, with the origin
+// kept in a label and an annotation.
+func (w *Writer) place(ctx context.Context, sig *signal.Signal, namespaces ...string) (placement, error) {
+	ns := ""
+	for _, n := range namespaces {
+		if n != "" {
+			ns = n
+			break
+		}
+	}
+	env, err := w.classifier.Environment(ctx, ns)
+	if err != nil {
+		return placement{}, err
+	}
+	pl := placement{namespace: ns, environment: env, priority: w.classifier.Priority(string(sig.Severity), env)}
+	usable, err := w.namespaceUsable(ctx, ns)
+	if err != nil {
+		return placement{}, err
+	}
+	if !usable {
+		ok, err := w.namespaceUsable(ctx, w.cfg.FallbackNamespace)
+		if err != nil {
+			return placement{}, err
+		}
+		if !ok {
+			return placement{}, bus.Permanent(fmt.Errorf("namespace %q does not exist and neither does the fallback namespace %q", ns, w.cfg.FallbackNamespace))
+		}
+		pl.namespace, pl.origin = w.cfg.FallbackNamespace, ns
+	}
+	return pl, nil
+}
+
+func (w *Writer) namespaceUsable(ctx context.Context, ns string) (bool, error) {
+	if ns == "" {
+		return false, nil
+	}
+	var obj corev1.Namespace
+	if err := w.cache.Get(ctx, types.NamespacedName{Name: ns}, &obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading namespace %s from cache: %w", ns, err)
+	}
+	return obj.DeletionTimestamp == nil && obj.Status.Phase != corev1.NamespaceTerminating, nil
+}
+
+// create creates rr; AlreadyExists means an earlier delivery did, which is
+// success. It reports whether this call created it.
+func (w *Writer) create(ctx context.Context, rr *v1alpha1.RemediationRequest) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, w.co.requestTO)
+	defer cancel()
+	err := w.client.Create(cctx, rr, client.FieldOwner(w.cfg.FieldManager))
+	switch {
+	case err == nil:
+		w.m.created.Inc()
+		w.co.seed(rr)
+		w.log.Info("remediation request created", "request", rr.Namespace+"/"+rr.Name,
+			"incident", rr.Spec.IncidentID, "fingerprint", rr.Spec.Fingerprint,
+			"environment", rr.Spec.Environment, "priority", rr.Spec.Priority)
+		return true, nil
+	case apierrors.IsAlreadyExists(err):
+		return false, nil
+	case apierrors.IsNotFound(err), apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		// The namespace went away after the cache said it was there; the
+		// retry places the request in the fallback namespace.
+		return false, fmt.Errorf("creating remediation request %s/%s: %w", rr.Namespace, rr.Name, err)
+	}
+	return false, classify(fmt.Errorf("creating remediation request %s/%s: %w", rr.Namespace, rr.Name, err))
+}
+
+func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm) error {
+	host, _, err := w.hostOf(ctx, s.StormID)
+	if err != nil {
+		return err
+	}
+	created := false
+	if host == nil {
+		pl, err := w.place(ctx, &s.Signal, s.Scope["namespace"], s.Signal.Target.Namespace, s.Signal.Namespace)
+		if err != nil {
+			return err
+		}
+		rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
+		if created, err = w.create(ctx, rr); err != nil {
+			return err
+		}
+		k := client.ObjectKeyFromObject(rr)
+		host = &k
+	}
+	changed, err := w.co.submit(ctx, *host, applyStorm(s))
+	if err != nil {
+		return err
+	}
+	if !changed && !created {
+		w.m.skipped.WithLabelValues(skipStale).Inc()
+	}
+	if changed || created {
+		w.observeLatency(m)
+	}
+	return nil
+}
+
+// observeLatency records receipt → write for the message's signal.
+func (w *Writer) observeLatency(m *bus.Msg) {
+	v := m.Header.Get(bus.HeaderReceivedAt)
+	if v == "" {
+		return
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return
+	}
+	w.m.latency.Observe(w.clock.Now().Sub(t).Seconds())
+}

@@ -1,0 +1,88 @@
+package writer
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons an incident message ends without a Kubernetes write, counted by
+// stormweir_writer_skipped_total.
+const (
+	skipStale       = "stale_revision"
+	skipStormMember = "storm_member"
+	skipGone        = "incident_gone"
+	skipFoldFull    = "fold_list_full"
+)
+
+// metrics are the writer's own metrics, next to the worker loop's.
+type metrics struct {
+	created   prometheus.Counter
+	updated   prometheus.Counter
+	folded    prometheus.Counter
+	api       *prometheus.CounterVec
+	coalesced prometheus.Counter
+	latency   prometheus.Histogram
+	skipped   *prometheus.CounterVec
+	ended     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		created: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_crs_created_total",
+			Help: "RemediationRequests created (an AlreadyExists answer is not counted).",
+		}),
+		updated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_crs_updated_total",
+			Help: "Status writes (server-side apply) to RemediationRequests; one write carries many coalesced updates.",
+		}),
+		folded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_folded_total",
+			Help: "Incidents folded into an active RemediationRequest of the same fingerprint instead of getting their own.",
+		}),
+		api: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_writer_api_requests_total",
+			Help: "Requests to the Kubernetes API server by HTTP method and status code (\"error\" when no response came).",
+		}, []string{"method", "code"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_coalesced_updates_total",
+			Help: "Status updates that rode on another update's write instead of costing a write of their own.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stormweir_writer_e2e_latency_seconds",
+			Help:    "Time from receipt of the signal at the receiver to the Kubernetes write that carries it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_writer_skipped_total",
+			Help: "Incident messages acked without a Kubernetes write, by reason.",
+		}, []string{"reason"}),
+		ended: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_incidents_ended_total",
+			Help: "Incident records ended because their RemediationRequest reached a terminal phase.",
+		}),
+	}
+	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended)
+	return m
+}
+
+// countingTransport counts every request to the API server by method and
+// status code; it wraps the rest.Config transport, so the client, the
+// informers and the readiness probe are all counted.
+type countingTransport struct {
+	next http.RoundTripper
+	api  *prometheus.CounterVec
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	t.api.WithLabelValues(r.Method, code).Inc()
+	return resp, err
+}

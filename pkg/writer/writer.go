@@ -1,0 +1,278 @@
+// Package writer is the writer stage (DESIGN §5): it consumes incident and
+// storm events and keeps exactly one RemediationRequest per real incident
+// in the Kubernetes API, classified by environment and priority, with its
+// status (occurrences, signal state, storm members) written by server-side
+// apply under stormweir's own field manager and coalesced per request.
+//
+// Delivery: a message is acked only after the Kubernetes write that carries
+// it succeeded. Creates are idempotent by name (the incident id), status
+// writes by revision, so a redelivered or reordered message changes
+// nothing.
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/service"
+)
+
+// Stage is the writer's name: its durable consumer, metrics label and DLQ
+// subject.
+const Stage = "writer"
+
+// Scheme returns a scheme with the core types and stormweir.io/v1alpha1.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// RestConfig loads the API server configuration: writer.kubeconfig when
+// set, else the usual places (in-cluster, KUBECONFIG, ~/.kube/config).
+func RestConfig(cfg config.Writer) (*rest.Config, error) {
+	if cfg.Kubeconfig != "" {
+		rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", cfg.Kubeconfig, err)
+		}
+		return rc, nil
+	}
+	rc, err := ctrlconfig.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	return rc, nil
+}
+
+// Options are the writer's dependencies.
+type Options struct {
+	// Process provides configuration, logger, metrics, health and the bus.
+	Process *service.Process
+	// Store is the dedup store; the writer ends incidents in it when their
+	// request reaches a terminal phase, and reads routes from it.
+	Store dedup.Store
+	// RestConfig reaches the API server. The writer uses a copy with
+	// writer.qps, writer.burst and a request-counting transport.
+	RestConfig *rest.Config
+	// Clock times receipt → write latency; the wall clock when nil.
+	Clock clock.Clock
+}
+
+// Writer is the writer stage.
+type Writer struct {
+	p          *service.Process
+	cfg        config.Writer
+	store      dedup.Store
+	clock      clock.Clock
+	log        *slog.Logger
+	subj       bus.Subjects
+	m          *metrics
+	client     client.Client
+	cache      cache.Cache
+	disco      discovery.DiscoveryInterface
+	classifier *Classifier
+	co         *coalescer
+	ender      *ender
+	terminal   map[string]bool
+	synced     atomic.Bool
+	worker     atomic.Pointer[bus.Worker]
+}
+
+// New wires the writer; it starts nothing and calls no API until Run.
+func New(o Options) (*Writer, error) {
+	if o.Process == nil || o.Store == nil || o.RestConfig == nil {
+		return nil, errors.New("writer: needs a process, a dedup store and a rest config")
+	}
+	cfg := o.Process.Config.Writer
+	if c := cfg.Concurrency; c > o.Process.Config.Bus.Consumer.MaxAckPending {
+		return nil, fmt.Errorf("writer.concurrency %d exceeds bus.consumer.max_ack_pending %d", c, o.Process.Config.Bus.Consumer.MaxAckPending)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	w := &Writer{
+		p: o.Process, cfg: cfg, store: o.Store, clock: o.Clock,
+		log:      o.Process.Log.With("stage", Stage),
+		subj:     bus.NewSubjects(o.Process.Config.Bus.Prefix),
+		m:        newMetrics(o.Process.Registry),
+		terminal: map[string]bool{},
+	}
+	for _, ph := range cfg.TerminalPhases {
+		w.terminal[ph] = true
+	}
+
+	rc := rest.CopyConfig(o.RestConfig)
+	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
+	rc.UserAgent = "stormweir-writer"
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt, api: w.m.api} })
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("building api client: %w", err)
+	}
+	scheme := Scheme()
+	// Namespaces are cached whole (environment and existence checks);
+	// the override ConfigMap alone is cached when one is configured.
+	byObject := map[client.Object]cache.ByObject{}
+	if ref := cfg.Environment.OverrideConfigMap; ref != "" {
+		ns, name, _ := strings.Cut(ref, "/")
+		byObject[&corev1.ConfigMap{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{ns: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", name),
+		}
+	}
+	if w.cache, err = cache.New(rc, cache.Options{HTTPClient: hc, Scheme: scheme, ByObject: byObject, ReaderFailOnMissingInformer: true}); err != nil {
+		return nil, fmt.Errorf("building informer cache: %w", err)
+	}
+	// Writes and the rare live reads go straight to the API server.
+	if w.client, err = client.New(rc, client.Options{HTTPClient: hc, Scheme: scheme}); err != nil {
+		return nil, fmt.Errorf("building api client: %w", err)
+	}
+	if w.disco, err = discovery.NewDiscoveryClientForConfigAndClient(rc, hc); err != nil {
+		return nil, fmt.Errorf("building discovery client: %w", err)
+	}
+	if w.classifier, err = NewClassifier(cfg, w.cache); err != nil {
+		return nil, err
+	}
+	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, w.m, w.log)
+	w.ender = newEnder(o.Store, w.cache, w.terminal, w.m, w.log)
+
+	o.Process.Health.AddCheck("kubernetes", w.checkAPI)
+	o.Process.Health.AddCheck(Stage, w.checkReady)
+	return w, nil
+}
+
+func (w *Writer) checkAPI(ctx context.Context) error {
+	return w.disco.RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+}
+
+func (w *Writer) checkReady(context.Context) error {
+	if !w.synced.Load() {
+		return errors.New("informer caches not synced")
+	}
+	wk := w.worker.Load()
+	if wk == nil {
+		return errors.New("consumer not started")
+	}
+	return wk.Ready()
+}
+
+// Client is the writer's API client (direct, uncached), for tests and
+// tools that inspect what the writer wrote.
+func (w *Writer) Client() client.Client { return w.client }
+
+// Run starts the informers, waits for them to sync, then consumes until ctx
+// ends. At shutdown the worker drains first (in-flight messages finish their
+// writes, so the caches and the coalescer keep running until it is done).
+func (w *Writer) Run(ctx context.Context) error {
+	if err := w.setupInformers(ctx); err != nil {
+		return err
+	}
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+	cacheErr := make(chan error, 1)
+	go func() { cacheErr <- w.cache.Start(cacheCtx) }()
+	if !w.cache.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("writer: informer caches did not sync")
+	}
+	w.synced.Store(true)
+
+	cons, err := bus.EnsureConsumer(ctx, w.p.Bus.JS, w.p.Config.Bus, bus.ConsumerSpec{
+		Stage: Stage, Stream: bus.StreamIncidents, Subjects: []string{w.subj.AllIncidents()},
+	})
+	if err != nil {
+		return err
+	}
+	ccfg := w.p.Config.Bus.Consumer
+	if w.cfg.Concurrency > 0 {
+		ccfg.Concurrency = w.cfg.Concurrency
+	}
+	wk, err := bus.NewWorker(bus.WorkerOptions{
+		Stage: Stage, Consumer: cons, Publisher: w.p.Publisher(), Handler: w,
+		Subjects: w.subj, Config: ccfg, DrainTimeout: w.p.Config.Worker.DrainTimeout,
+		Metrics: w.p.Metrics, Log: w.p.Log,
+	})
+	if err != nil {
+		return err
+	}
+	w.worker.Store(wk)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return wk.Run(gctx) })
+	g.Go(func() error { return w.ender.run(gctx) })
+	g.Go(func() error { return w.co.run(gctx) })
+	g.Go(func() error {
+		select {
+		case err := <-cacheErr:
+			return fmt.Errorf("writer: informer cache stopped: %w", err)
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	return g.Wait()
+}
+
+// setupInformers registers the informers and indexes before the cache
+// starts: namespaces, requests (with the fingerprint and incident indexes
+// and the terminal-phase handler) and the override ConfigMap.
+func (w *Writer) setupInformers(ctx context.Context) error {
+	rr := &v1alpha1.RemediationRequest{}
+	if err := w.cache.IndexField(ctx, rr, indexFingerprint, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.RemediationRequest).Spec.Fingerprint}
+	}); err != nil {
+		return fmt.Errorf("indexing requests by fingerprint: %w", err)
+	}
+	if err := w.cache.IndexField(ctx, rr, indexIncident, func(o client.Object) []string {
+		r := o.(*v1alpha1.RemediationRequest)
+		ids := []string{r.Spec.IncidentID}
+		for _, f := range r.Status.FoldedIncidents {
+			ids = append(ids, f.IncidentID)
+		}
+		return ids
+	}); err != nil {
+		return fmt.Errorf("indexing requests by incident: %w", err)
+	}
+	inf, err := w.cache.GetInformer(ctx, rr, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("watching remediation requests: %w", err)
+	}
+	if _, err := inf.AddEventHandler(w.ender.handler()); err != nil {
+		return fmt.Errorf("watching remediation requests: %w", err)
+	}
+	if _, err := w.cache.GetInformer(ctx, &corev1.Namespace{}, cache.BlockUntilSynced(false)); err != nil {
+		return fmt.Errorf("watching namespaces: %w", err)
+	}
+	if w.cfg.Environment.OverrideConfigMap != "" {
+		if _, err := w.cache.GetInformer(ctx, &corev1.ConfigMap{}, cache.BlockUntilSynced(false)); err != nil {
+			return fmt.Errorf("watching the environment override configmap: %w", err)
+		}
+	}
+	return nil
+}
