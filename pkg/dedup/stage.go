@@ -1,0 +1,200 @@
+package dedup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// StageName is the deduper's durable consumer name, shared by its
+// replicas, and its name in metrics, logs and the DLQ subject.
+const StageName = "deduper"
+
+// Checker is implemented by stores with a dependency to probe (Redis);
+// the stage adds it to readiness.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Metrics are the deduper's own metrics.
+type Metrics struct {
+	Decisions *prometheus.CounterVec
+	Store     prometheus.Histogram
+	Errors    prometheus.Counter
+}
+
+// NewMetrics registers the deduper metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_dedup_decisions_total",
+			Help: "Dedup decisions by kind (new, occurrence, resolved, reopened, resolved_unknown, duplicate = a redelivered message).",
+		}, []string{"decision"}),
+		Store: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stormweir_dedup_redis_seconds",
+			Help:    "Time of one dedup decision in the store (one Redis script call).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14),
+		}),
+		Errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_dedup_errors_total",
+			Help: "Dedup decisions that failed in the store; the signal waits and is retried.",
+		}),
+	}
+	reg.MustRegister(m.Decisions, m.Store, m.Errors)
+	return m
+}
+
+// Stage is the deduper (DESIGN §3): it reads signals from the durable
+// "deduper" consumer, decides on each in the Store, and publishes the
+// incident event. The worker loop acks a signal only after its event is
+// stored in JetStream; a failure anywhere before leaves the signal to be
+// redelivered, and the store's seen mark makes the redelivery count once.
+type Stage struct {
+	store  Store
+	subj   bus.Subjects
+	worker *bus.Worker
+	m      *Metrics
+	// storeErr is the last decision's store error, nil after a success:
+	// a Redis that answers PING but rejects writes (OOM, a read-only
+	// replica after failover) still makes the stage unready.
+	storeErr atomic.Pointer[error]
+}
+
+// New wires the deduper on p with store: it creates or updates the
+// durable consumer and registers metrics and readiness checks, but starts
+// nothing until Run. Several Stages (replicas) may share one consumer.
+func New(ctx context.Context, p *service.Process, store Store) (*Stage, error) {
+	cfg := p.Config.Bus
+	subj := bus.NewSubjects(cfg.Prefix)
+	cons, err := bus.EnsureConsumer(ctx, p.Bus.JS, cfg, bus.ConsumerSpec{
+		Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deduper: %w", err)
+	}
+	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry)}
+	s.worker, err = bus.NewWorker(bus.WorkerOptions{
+		Stage:        StageName,
+		Consumer:     cons,
+		Publisher:    p.Publisher(),
+		Handler:      s,
+		Subjects:     subj,
+		Config:       cfg.Consumer,
+		DrainTimeout: p.Config.Worker.DrainTimeout,
+		Metrics:      p.Metrics,
+		Log:          p.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deduper: %w", err)
+	}
+	p.Health.AddCheck("dedup-store", s.checkStore)
+	p.Health.AddCheck("dedup-consumer", func(context.Context) error { return s.worker.Ready() })
+	return s, nil
+}
+
+// checkStore is the store's readiness: reachable, and its last decision
+// did not fail.
+func (s *Stage) checkStore(ctx context.Context) error {
+	if c, ok := s.store.(Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return err
+		}
+	}
+	if p := s.storeErr.Load(); p != nil {
+		return fmt.Errorf("last decision failed: %w", *p)
+	}
+	return nil
+}
+
+// Metrics returns the stage's metrics.
+func (s *Stage) Metrics() *Metrics { return s.m }
+
+// Run consumes until ctx ends, then drains in-flight signals.
+func (s *Stage) Run(ctx context.Context) error { return s.worker.Run(ctx) }
+
+// Handle decides on one signal and returns its incident event. Bad input
+// is permanent (DLQ); a store error is transient and returned as is, so
+// the signal is Nak'ed and waits: a store failure never becomes a new
+// incident.
+func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
+	var sig signal.Signal
+	if err := signal.Decode(m.Data, &sig); err != nil {
+		return nil, bus.Permanent(err)
+	}
+	if err := CheckSignal(&sig); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("invalid signal %s: %w", sig.ID, err))
+	}
+	msgID := m.MsgID()
+	start := time.Now()
+	res, err := s.store.Decide(ctx, &sig, msgID)
+	s.m.Store.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.m.Errors.Inc()
+		s.storeErr.Store(&err)
+		return nil, fmt.Errorf("deciding on signal %s: %w", msgID, err)
+	}
+	s.storeErr.Store(nil)
+	if res.Duplicate {
+		s.m.Decisions.WithLabelValues(string(incident.DecisionDuplicate)).Inc()
+	} else {
+		s.m.Decisions.WithLabelValues(string(res.Decision)).Inc()
+	}
+	out, ok, err := s.output(&sig, msgID, res)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return []bus.Output{out}, nil
+}
+
+// output builds the event for res. A redelivered message republishes its
+// event under the same msg-id (the first attempt may have died between the
+// store write and the publish), carrying the record as it stands now:
+// values are absolute and revisioned, so a newer state is never wrong.
+func (s *Stage) output(sig *signal.Signal, msgID string, res Result) (bus.Output, bool, error) {
+	r := res.Record
+	if res.Decision == incident.DecisionResolvedUnknown || r.IncidentID == "" {
+		return bus.Output{}, false, nil
+	}
+	ev := incident.Event{
+		Decision: res.Decision, IncidentID: r.IncidentID, Fingerprint: r.Fingerprint, Revision: r.Revision,
+		State: r.State, Count: r.Count, Flaps: r.Flaps, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
+		ResolvedAt: r.ResolvedAt, Route: r.Route, Signal: *sig,
+	}
+	data, err := json.Marshal(&ev)
+	if err != nil {
+		return bus.Output{}, false, bus.Permanent(fmt.Errorf("encoding incident event %s: %w", r.IncidentID, err))
+	}
+	h := nats.Header{}
+	h.Set(bus.HeaderFingerprint, r.Fingerprint)
+	h.Set(bus.HeaderIncident, r.IncidentID)
+	return bus.Output{Subject: s.subject(res), Data: data, MsgID: OutputMsgID(msgID), Header: h}, true, nil
+}
+
+// subject routes an event: new incidents to the aggregator; repeats of a
+// storm member to the aggregator too, which counts them on the storm;
+// everything else to the writer.
+func (s *Stage) subject(res Result) string {
+	switch {
+	case res.Decision == incident.DecisionNew:
+		return s.subj.DedupNew()
+	case res.Record.Route != incident.RouteUndecided && res.Record.Route != incident.RouteIndividual:
+		return s.subj.DedupMember()
+	default:
+		return s.subj.IncidentsUpdate()
+	}
+}
+
+// OutputMsgID is the msg-id of the event published for input msgID:
+// derived from it, so a redelivered signal republishes the same id and
+// JetStream's duplicate window absorbs the copy.
+func OutputMsgID(msgID string) string { return "d:" + msgID }
