@@ -3,7 +3,7 @@ CONTROLLER_GEN ?= go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 API_PKG := ./pkg/apis/...
 GENERATED := pkg/apis/stormweir/v1alpha1/zz_generated.deepcopy.go deploy/crd
 
-.PHONY: generate verify-generated testbins test
+.PHONY: generate verify-generated testbins test bench lint
 
 ## generate: deepcopy functions and the CRD YAML (deploy/crd) from the API types.
 generate:
@@ -23,3 +23,23 @@ verify-generated:
 ## testbins: build (or reuse) kube-apiserver and etcd for envtest; prints the KUBEBUILDER_ASSETS dir.
 testbins:
 	@hack/testbins.sh
+
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+FUZZ_TIME ?= 5s
+
+## test: the whole suite against real Redis, NATS (in-process) and API server; installs what is missing first.
+test:
+	@KUBEBUILDER_ASSETS="$$(hack/test-deps.sh | tail -n 1)"; export KUBEBUILDER_ASSETS; \
+	go test $(GO_TEST_FLAGS) ./... && \
+	go test -run '^$$' -fuzz '^FuzzDecodeAlertmanager$$' -fuzztime $(FUZZ_TIME) ./pkg/signal/ && \
+	go test -run '^$$' -fuzz '^FuzzDecodeKubernetesEvents$$' -fuzztime $(FUZZ_TIME) ./pkg/signal/
+
+## bench: Go benchmarks of the stages against real Redis and in-process JetStream.
+bench:
+	@KUBEBUILDER_ASSETS="$$(hack/test-deps.sh | tail -n 1)"; export KUBEBUILDER_ASSETS; \
+	go test -run '^$$' -bench . -benchtime 3s ./pkg/...
+
+## lint: formatting and vet.
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...

@@ -86,7 +86,9 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 		if o.MsgID != "" {
 			m.Header.Set(jetstream.MsgIDHeader, o.MsgID)
 		}
-		f, err := p.js.PublishMsgAsync(m)
+		// Under a flood the async window fills; wait for room (bounded by
+		// the publish timeout) rather than failing the request.
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.timeout))
 		if err != nil {
 			firstErr = fmt.Errorf("%w: publishing to %s: %v", ErrPublish, o.Subject, err)
 			break
