@@ -1,0 +1,253 @@
+package writer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/test/testenv"
+)
+
+// One API server for the package: each start costs seconds, so tests
+// share it and isolate themselves by namespace.
+var (
+	testEnv  *envtest.Environment
+	testRest *rest.Config
+	// admin is a direct client for test set-up and inspection.
+	admin client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: the writer tests need a real kube-apiserver and etcd.\n"+
+			"Build them once and point the tests at them:\n\texport KUBEBUILDER_ASSETS=\"$(hack/testbins.sh)\"")
+		return 1
+	}
+	// A fixed certificate directory keeps the serving certificates and port
+	// across an API server Stop/Start (the restart test needs that).
+	certDir, err := os.MkdirTemp("", "stormweir-apiserver-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(certDir)
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "deploy", "crd")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                Scheme(),
+		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
+	}
+	testRest, err = testEnv.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the test control plane (KUBEBUILDER_ASSETS=%s; run hack/testbins.sh): %v\n", os.Getenv("KUBEBUILDER_ASSETS"), err)
+		return 1
+	}
+	defer func() { _ = testEnv.Stop() }()
+	testRest.QPS, testRest.Burst = 1000, 2000
+	admin, err = client.New(testRest, client.Options{Scheme: Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// harness is one running writer with its own NATS, Redis prefix and
+// namespaces.
+type harness struct {
+	t     testing.TB
+	w     *Writer
+	p     *service.Process
+	store *dedup.RedisStore
+	pub   *bus.Publisher
+	subj  bus.Subjects
+	id    string
+	// fallback is the test's fallback namespace.
+	fallback string
+}
+
+type harnessOption func(*config.Config)
+
+// startWriter runs a writer against the shared API server until the test
+// ends.
+func startWriter(t testing.TB, opts ...harnessOption) *harness {
+	t.Helper()
+	nt := testenv.StartNATS(t)
+	rd := testenv.LocalRedis(t)
+	id := testenv.RandomID()[:8]
+	h := &harness{t: t, id: id, fallback: "fb-" + id}
+	h.namespace(h.fallback, nil)
+
+	cfg := config.Default()
+	cfg.Bus.URL = nt.URL
+	cfg.Bus.Consumer.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond}
+	cfg.Worker.DrainTimeout = 5 * time.Second
+	cfg.Writer.FallbackNamespace = h.fallback
+	cfg.Writer.QPS, cfg.Writer.Burst = 1000, 2000
+	for _, o := range opts {
+		o(&cfg)
+	}
+	require.NoError(t, cfg.Validate())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := service.NewProcess(ctx, cfg, log, "writer-test")
+	require.NoError(t, err)
+	h.p = p
+	h.store = dedup.NewRedisStore(rd.Client, rd.Prefix, cfg.Dedup, clock.Real{})
+	h.w, err = New(Options{Process: p, Store: h.store, RestConfig: testRest, Clock: clock.Real{}})
+	require.NoError(t, err)
+	h.pub = p.Publisher()
+	h.subj = bus.NewSubjects(cfg.Bus.Prefix)
+
+	done := make(chan error, 1)
+	go func() { done <- h.w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("writer stopped with: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("writer did not stop within 30s")
+		}
+		p.Close()
+	})
+	require.Eventually(t, func() bool { return h.w.checkReady(ctx) == nil }, 30*time.Second, 20*time.Millisecond, "writer not ready")
+	return h
+}
+
+// namespace creates a namespace with labels and deletes it at cleanup.
+func (h *harness) namespace(name string, labels map[string]string) string {
+	h.t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	require.NoError(h.t, admin.Create(context.Background(), ns), "creating namespace %s", name)
+	h.t.Cleanup(func() { _ = admin.Delete(context.Background(), ns) })
+	return name
+}
+
+// publish puts v on subject, as the aggregator or deduper would.
+func (h *harness) publish(subject string, v any, msgID string) {
+	h.t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(h.t, err)
+	hdr := nats.Header{}
+	hdr.Set(bus.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	_, err = h.pub.Publish(context.Background(), bus.Output{Subject: subject, Data: data, MsgID: msgID, Header: hdr})
+	require.NoError(h.t, err, "publishing to %s", subject)
+}
+
+func (h *harness) open(e incident.Event) {
+	h.publish(h.subj.IncidentsOpen(), e, e.IncidentID+":"+strconv.FormatInt(e.Revision, 10))
+}
+
+func (h *harness) update(e incident.Event) {
+	h.publish(h.subj.IncidentsUpdate(), e, e.IncidentID+":"+strconv.FormatInt(e.Revision, 10))
+}
+
+// acked is how many messages the writer has acked so far.
+func (h *harness) acked() float64 {
+	return counterValue(h.p.Metrics.Messages.WithLabelValues(Stage, bus.ResultAck))
+}
+
+func (h *harness) result(r string) float64 {
+	return counterValue(h.p.Metrics.Messages.WithLabelValues(Stage, r))
+}
+
+// writes counts the writer's mutating requests to the API server.
+func (h *harness) writes() float64 {
+	var n float64
+	for _, m := range []string{"POST", "PATCH", "PUT", "DELETE"} {
+		for _, code := range []string{"200", "201", "409", "422", "403", "404", "500", "503", "429", "error"} {
+			n += counterValue(h.w.m.api.WithLabelValues(m, code))
+		}
+	}
+	return n
+}
+
+// waitAcked waits until the writer acked n messages in total.
+func (h *harness) waitAcked(n int, timeout time.Duration) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool { return h.acked() >= float64(n) }, timeout, 10*time.Millisecond,
+		"writer acked %v of %d messages", h.acked(), n)
+}
+
+// get reads the request of incident id in ns from the API server.
+func get(t testing.TB, ns, id string) *v1alpha1.RemediationRequest {
+	t.Helper()
+	var rr v1alpha1.RemediationRequest
+	require.NoError(t, admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: RequestName(id)}, &rr))
+	return &rr
+}
+
+// list returns the requests in ns.
+func list(t testing.TB, ns string) []v1alpha1.RemediationRequest {
+	t.Helper()
+	var l v1alpha1.RemediationRequestList
+	require.NoError(t, admin.List(context.Background(), &l, client.InNamespace(ns)))
+	return l.Items
+}
+
+// fingerprintOf derives a distinct 64-hex fingerprint for a test key.
+func fingerprintOf(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// event is an incident event of a firing signal in ns.
+func event(fp, id string, rev, count int64, ns string, sev signal.Severity) incident.Event {
+	now := time.Now().UTC()
+	return incident.Event{
+		Decision: incident.DecisionNew, IncidentID: id, Fingerprint: fp, Revision: rev,
+		State: incident.StateFiring, Count: count, FirstSeen: now, LastSeen: now,
+		Route: incident.RouteIndividual,
+		Signal: signal.Signal{
+			ID: id + "-sig", Fingerprint: fp, Source: signal.SourceAlertmanager, Name: "KubePodCrashLooping",
+			Status: signal.StatusFiring, Severity: sev, Namespace: ns,
+			Target:      signal.Target{Kind: "Pod", Name: "api-0", Namespace: ns},
+			Labels:      map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns, "pod": "api-0", "severity": string(sev)},
+			Annotations: map[string]string{"summary": "pod api-0 is crash looping"},
+			StartsAt:    now.Add(-time.Minute), ReceivedAt: now,
+		},
+	}
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
