@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,9 +18,12 @@ import (
 )
 
 // maxConflictRetries bounds the re-read-and-reapply loop of one flush when
-// the request changed under it (another writer replica, or the
-// remediation controller writing phase).
+// another writer replica moved the request ahead of this one's view.
 const maxConflictRetries = 5
+
+// errRevisionRegress is the message of the CRD rule that rejects a status
+// write whose observedRevision is below the stored one.
+const errRevisionRegress = "observedRevision must not decrease"
 
 // coalescer gathers status updates per RemediationRequest and writes them
 // with one server-side apply per flush. The first update to an idle
@@ -33,10 +37,12 @@ const maxConflictRetries = 5
 // caller may ack its message; on failure every waiter of that flush gets
 // the error and its message is redelivered.
 //
-// Each write carries the last seen resourceVersion, so two writer replicas
-// (or a stale view) can never move status backwards: a 409 makes the
-// flush re-read the request and re-run its mutations, which are revision
-// guarded and therefore safe to re-run.
+// Writes carry no resourceVersion, so the remediation controller's writes
+// to status.phase never make them conflict. What keeps two writer replicas
+// (or a stale view) from moving status backwards is the CRD's rule that
+// observedRevision never decreases: a rejected write makes the flush
+// re-read the request and re-run its mutations, which are revision guarded
+// and therefore safe to re-run.
 type coalescer struct {
 	c            client.Client
 	fieldManager string
@@ -59,7 +65,6 @@ type entry struct {
 
 	// Owned by the one running flush (or set by seed before any flush).
 	loaded bool
-	rv     string
 	base   v1alpha1.RemediationRequestStatus
 }
 
@@ -89,7 +94,7 @@ func (co *coalescer) seed(rr *v1alpha1.RemediationRequest) {
 	if _, ok := co.entries[key]; ok {
 		return
 	}
-	co.entries[key] = &entry{key: key, loaded: true, rv: rr.ResourceVersion, base: owned(&rr.Status)}
+	co.entries[key] = &entry{key: key, loaded: true, base: owned(&rr.Status)}
 }
 
 // submit queues mut for the request key and waits until a write that
@@ -183,14 +188,14 @@ func (co *coalescer) write(e *entry, batch []*pendingMutation) (changed []bool, 
 		if n == 0 {
 			return changed, false, nil
 		}
-		rv, err := co.apply(ctx, e.key, e.rv, &st)
+		err := co.apply(ctx, e.key, &st)
 		if err == nil {
-			e.base, e.rv = st, rv
+			e.base = st
 			co.m.updated.Inc()
 			co.m.coalesced.Add(float64(n - 1))
 			return changed, true, nil
 		}
-		if apierrors.IsConflict(err) && attempt < maxConflictRetries {
+		if (apierrors.IsConflict(err) || apierrors.IsInvalid(err) && strings.Contains(err.Error(), errRevisionRegress)) && attempt < maxConflictRetries {
 			e.loaded = false
 			continue
 		}
@@ -205,33 +210,30 @@ func (co *coalescer) load(ctx context.Context, e *entry) error {
 	if err := co.c.Get(ctx, e.key, &rr); err != nil {
 		return classify(fmt.Errorf("reading remediation request %s: %w", e.key, err))
 	}
-	e.base, e.rv, e.loaded = owned(&rr.Status), rr.ResourceVersion, true
+	e.base, e.loaded = owned(&rr.Status), true
 	return nil
 }
 
 // apply writes st, the whole of stormweir's status fields, with
-// server-side apply under the writer's field manager, conditional on rv.
-func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, rv string, st *v1alpha1.RemediationRequestStatus) (string, error) {
+// server-side apply under the writer's field manager.
+func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1alpha1.RemediationRequestStatus) error {
 	ctx, cancel := context.WithTimeout(ctx, co.requestTO)
 	defer cancel()
 	raw, err := json.Marshal(st)
 	if err != nil {
-		return "", fmt.Errorf("encoding status: %w", err)
+		return fmt.Errorf("encoding status: %w", err)
 	}
 	var status map[string]any
 	if err := json.Unmarshal(raw, &status); err != nil {
-		return "", fmt.Errorf("encoding status: %w", err)
+		return fmt.Errorf("encoding status: %w", err)
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": v1alpha1.GroupVersion.String(),
 		"kind":       "RemediationRequest",
-		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace, "resourceVersion": rv},
+		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
 		"status":     status,
 	}}
-	if err := co.c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership); err != nil {
-		return "", err
-	}
-	return u.GetResourceVersion(), nil
+	return co.c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
 }
 
 // sweep forgets requests idle for longer than idle, bounding memory to the
@@ -246,8 +248,8 @@ func (co *coalescer) sweep(idle time.Duration) {
 	}
 }
 
-// run sweeps idle entries until ctx ends.
-func (co *coalescer) run(ctx context.Context) error {
+// run sweeps idle entries, and calls also, every minute until ctx ends.
+func (co *coalescer) run(ctx context.Context, also func()) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -256,6 +258,7 @@ func (co *coalescer) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			co.sweep(2*co.interval + time.Minute)
+			also()
 		}
 	}
 }

@@ -93,7 +93,7 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	}
 	created := false
 	if host == nil {
-		if host, own, created, err = w.ensure(ctx, e); err != nil {
+		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
 			return err
 		}
 	}
@@ -121,10 +121,40 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	return nil
 }
 
-// hostOf finds, in the cache, the request counting incident id (its own,
-// or the one it was folded into). nil when the cache has none; the cache
-// may lag a create, which the create's AlreadyExists then covers.
+// ensureOnce runs ensure once for all concurrent handlers of one incident
+// (a flood right after the open would otherwise race to create the same
+// request) and remembers the result until the cache has caught up.
+func (w *Writer) ensureOnce(ctx context.Context, e *incident.Event) (*types.NamespacedName, bool, bool, error) {
+	type result struct {
+		key          *types.NamespacedName
+		own, created bool
+	}
+	first := false
+	v, err, _ := w.ensuring.Do(e.IncidentID, func() (any, error) {
+		first = true
+		key, own, created, err := w.ensure(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		w.hosts.remember(e.IncidentID, *key, own)
+		return result{key, own, created}, nil
+	})
+	if err != nil {
+		return nil, false, false, err
+	}
+	r := v.(result)
+	return r.key, r.own, r.created && first, nil
+}
+
+// hostOf finds the request counting incident id (its own, or the one it
+// was folded into): first among the requests this process just created
+// or folded into, then in the cache. nil when neither has it; the cache
+// may lag a create by another replica, which the create's AlreadyExists
+// then covers.
 func (w *Writer) hostOf(ctx context.Context, id string) (*types.NamespacedName, bool, error) {
+	if key, own, ok := w.hosts.lookup(id); ok {
+		return &key, own, nil
+	}
 	var list v1alpha1.RemediationRequestList
 	if err := w.cache.List(ctx, &list, client.MatchingFields{indexIncident: id}); err != nil {
 		return nil, false, fmt.Errorf("looking up the request of incident %s: %w", id, err)

@@ -18,8 +18,10 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -99,8 +101,12 @@ type Writer struct {
 	co         *coalescer
 	ender      *ender
 	terminal   map[string]bool
-	synced     atomic.Bool
-	worker     atomic.Pointer[bus.Worker]
+	// ensuring and hosts make the create of a request happen once per
+	// incident in this process, however many of its messages arrive at once.
+	ensuring singleflight.Group
+	hosts    *hostMemo
+	synced   atomic.Bool
+	worker   atomic.Pointer[bus.Worker]
 }
 
 // New wires the writer; it starts nothing and calls no API until Run.
@@ -121,6 +127,7 @@ func New(o Options) (*Writer, error) {
 		subj:     bus.NewSubjects(o.Process.Config.Bus.Prefix),
 		m:        newMetrics(o.Process.Registry),
 		terminal: map[string]bool{},
+		hosts:    newHostMemo(time.Minute),
 	}
 	for _, ph := range cfg.TerminalPhases {
 		w.terminal[ph] = true
@@ -227,7 +234,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wk.Run(gctx) })
 	g.Go(func() error { return w.ender.run(gctx) })
-	g.Go(func() error { return w.co.run(gctx) })
+	g.Go(func() error { return w.co.run(gctx, w.hosts.prune) })
 	g.Go(func() error {
 		select {
 		case err := <-cacheErr:

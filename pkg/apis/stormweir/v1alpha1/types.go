@@ -196,7 +196,12 @@ type FoldedIncident struct {
 
 // RemediationRequestStatus is written by two owners under server-side
 // apply: stormweir owns everything but phase; the remediation controller
-// owns phase.
+// owns phase. The API server refuses to move observedRevision backwards,
+// so a writer replica with a stale view can never undo a newer update,
+// without any write having to carry a resourceVersion (which would make
+// stormweir and the controller conflict with each other).
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.observedRevision) || (has(self.observedRevision) && self.observedRevision >= oldSelf.observedRevision)",message="observedRevision must not decrease"
 type RemediationRequestStatus struct {
 	// Phase is set by the remediation controller. Terminal phases
 	// (by default Completed, Failed, Cancelled, TimedOut) end the incident.

@@ -1,0 +1,296 @@
+package writer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// setPhase writes status.phase as a remediation controller would: server-side
+// apply under its own field manager, without a resourceVersion.
+func setPhase(ctx context.Context, ns, name, phase string) error {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(), "kind": "RemediationRequest",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"status":   map[string]any{"phase": phase},
+	}}
+	return admin.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("remediator"))
+}
+
+func TestWriter_coalescesOccurrenceFlood(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("flood-" + h.id)
+	id := "i" + h.id + "flood"
+	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
+	before := h.writes()
+
+	start := time.Now()
+	h.open(e)
+	const updates = 1000
+	for rev := int64(2); rev <= updates+1; rev++ {
+		u := e
+		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
+		h.update(u)
+	}
+	published := time.Since(start)
+	require.Less(t, published, 2*time.Second, "the flood must be published within 2s")
+	h.waitAcked(updates+1, 30*time.Second)
+	rr := get(t, ns, id)
+	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "final count is exact")
+	assert.EqualValues(t, updates+1, rr.Status.ObservedRevision)
+	writes := h.writes() - before
+	t.Logf("%d occurrence updates published in %s → %v API writes (1 create + status applies), %v coalesced",
+		updates, published.Round(time.Millisecond), writes, counterValue(h.w.m.coalesced))
+	assert.LessOrEqual(t, writes, 40.0, "a flood must cost a few dozen writes at most")
+	assert.Zero(t, h.result(bus.ResultNak))
+}
+
+func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
+	h := startWriter(t, func(c *config.Config) { c.Writer.CoalesceInterval = 50 * time.Millisecond })
+	ctx := context.Background()
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("phase-" + h.id)
+	id := "i" + h.id + "phase"
+	e := event(fp, id, 1, 1, ns, signal.SeverityCritical)
+	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	name := RequestName(id)
+
+	const updates = 300
+	var ctrlErrs []error
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		phases := []string{"Pending", "Running", "Verifying"}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				if err := setPhase(ctx, ns, name, "Running"); err != nil {
+					ctrlErrs = append(ctrlErrs, err)
+				}
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := setPhase(ctx, ns, name, phases[i%len(phases)]); err != nil {
+				ctrlErrs = append(ctrlErrs, err)
+			}
+		}
+	}()
+	for rev := int64(2); rev <= updates+1; rev++ {
+		u := e
+		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
+		h.update(u)
+		time.Sleep(2 * time.Millisecond)
+	}
+	h.waitAcked(updates+1, 30*time.Second)
+	close(stop)
+	wg.Wait()
+
+	assert.Empty(t, ctrlErrs, "the controller's applies must never conflict")
+	assert.Zero(t, h.result(bus.ResultNak), "the writer's applies must never fail")
+	assert.Zero(t, h.result(bus.ResultDLQ))
+	rr := get(t, ns, id)
+	assert.Equal(t, "Running", rr.Status.Phase, "controller's field kept")
+	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "stormweir's fields kept")
+	owners := map[string]string{}
+	for _, mf := range rr.ManagedFields {
+		if mf.Subresource == "status" && mf.FieldsV1 != nil {
+			var f map[string]any
+			require.NoError(t, json.Unmarshal(mf.FieldsV1.Raw, &f))
+			st, _ := f["f:status"].(map[string]any)
+			for k := range st {
+				owners[k] = mf.Manager
+			}
+		}
+	}
+	assert.Equal(t, "remediator", owners["f:phase"])
+	assert.Equal(t, "stormweir", owners["f:occurrences"])
+	assert.Equal(t, "stormweir", owners["f:observedRevision"])
+}
+
+func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
+	h := startWriter(t)
+	ctx := context.Background()
+	ns := h.namespace("prod-"+h.id, nil)
+	sig := event(fingerprintOf("term-"+h.id), "x", 1, 1, ns, signal.SeverityCritical).Signal
+
+	// The deduper's decision and the aggregator's route, on the real store.
+	openIncident := func(msgID string) incident.Event {
+		t.Helper()
+		res, err := h.store.Decide(ctx, &sig, msgID)
+		require.NoError(t, err)
+		require.Equal(t, incident.DecisionNew, res.Decision)
+		rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
+		require.NoError(t, err)
+		return incident.Event{
+			Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
+			Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
+			LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
+		}
+	}
+	first := openIncident("m1")
+	h.open(first)
+	h.waitAcked(1, 10*time.Second)
+	rr1 := get(t, ns, first.IncidentID)
+
+	require.NoError(t, setPhase(ctx, ns, rr1.Name, "Completed"))
+	require.Eventually(t, func() bool {
+		_, err := h.store.Get(ctx, sig.Fingerprint)
+		return errors.Is(err, dedup.ErrNotFound)
+	}, 10*time.Second, 10*time.Millisecond, "a Completed request ends its incident record")
+
+	second := openIncident("m2")
+	require.NotEqual(t, first.IncidentID, second.IncidentID)
+	h.open(second)
+	h.waitAcked(2, 10*time.Second)
+	rr2 := get(t, ns, second.IncidentID)
+	require.NotNil(t, rr2.Spec.PreviousRequestRef)
+	assert.Equal(t, v1alpha1.RequestRef{Name: rr1.Name, Namespace: ns, IncidentID: first.IncidentID, Phase: "Completed"}, *rr2.Spec.PreviousRequestRef)
+	assert.Len(t, list(t, ns), 2)
+}
+
+func TestWriter_foldsIncidentIntoActiveRequest(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("fold-" + h.id)
+	a, b := "i"+h.id+"a", "i"+h.id+"b"
+	h.open(event(fp, a, 3, 3, ns, signal.SeverityWarning))
+	h.waitAcked(1, 10*time.Second)
+	require.Eventually(t, func() bool {
+		act, _, err := h.w.byFingerprint(context.Background(), fp)
+		return err == nil && act != nil
+	}, 5*time.Second, 10*time.Millisecond)
+
+	h.open(event(fp, b, 1, 1, ns, signal.SeverityWarning))
+	eb := event(fp, b, 2, 4, ns, signal.SeverityWarning)
+	eb.Decision = incident.DecisionOccurrence
+	h.update(eb)
+	h.waitAcked(3, 10*time.Second)
+
+	items := list(t, ns)
+	require.Len(t, items, 1, "no second active request for one fingerprint")
+	rr := items[0]
+	assert.Equal(t, a, rr.Spec.IncidentID)
+	require.Len(t, rr.Status.FoldedIncidents, 1)
+	assert.Equal(t, b, rr.Status.FoldedIncidents[0].IncidentID)
+	assert.EqualValues(t, 4, rr.Status.FoldedIncidents[0].Count)
+	assert.EqualValues(t, 3+4, rr.Status.Occurrences.Count, "counting goes on across the fold")
+	assert.EqualValues(t, 1, counterValue(h.w.m.folded))
+}
+
+func TestWriter_updateWithoutRequestFollowsRoute(t *testing.T) {
+	h := startWriter(t)
+	ctx := context.Background()
+	ns := h.namespace("prod-"+h.id, nil)
+	decide := func(key, route string) incident.Event {
+		t.Helper()
+		sig := event(fingerprintOf(key+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
+		res, err := h.store.Decide(ctx, &sig, key)
+		require.NoError(t, err)
+		rec := res.Record
+		if route != "" {
+			rec, err = h.store.SetRoute(ctx, sig.Fingerprint, rec.IncidentID, route)
+			require.NoError(t, err)
+		}
+		e := event(sig.Fingerprint, rec.IncidentID, rec.Revision+1, 2, ns, signal.SeverityWarning)
+		e.Decision, e.Route = incident.DecisionOccurrence, incident.RouteUndecided
+		return e
+	}
+	direct := event(fingerprintOf("direct"+h.id), "i"+h.id+"direct", 2, 2, ns, signal.SeverityWarning)
+	direct.Decision = incident.DecisionOccurrence // route individual on the event
+	individual := decide("individual", incident.RouteIndividual)
+	member := decide("member", "s"+h.id+"storm")
+	undecided := decide("undecided", "")
+	gone := event(fingerprintOf("gone"+h.id), "i"+h.id+"gone", 2, 2, ns, signal.SeverityWarning)
+	gone.Decision, gone.Route = incident.DecisionOccurrence, incident.RouteUndecided
+
+	for _, e := range []incident.Event{direct, individual, member, undecided, gone} {
+		h.update(e)
+	}
+	h.waitAcked(4, 10*time.Second)
+	assert.EqualValues(t, 2, get(t, ns, direct.IncidentID).Status.Occurrences.Count)
+	assert.EqualValues(t, 2, get(t, ns, individual.IncidentID).Status.Occurrences.Count)
+	assert.EqualValues(t, 1, counterValue(h.w.m.skipped.WithLabelValues(skipStormMember)))
+	assert.EqualValues(t, 1, counterValue(h.w.m.skipped.WithLabelValues(skipGone)))
+	require.Eventually(t, func() bool { return h.result(bus.ResultNak) >= 1 }, 5*time.Second, 10*time.Millisecond,
+		"an undecided route waits (nak)")
+	assert.Len(t, list(t, ns), 2)
+
+	// Once the aggregator routes it, the waiting update creates its request.
+	_, err := h.store.SetRoute(ctx, undecided.Fingerprint, undecided.IncidentID, incident.RouteIndividual)
+	require.NoError(t, err)
+	h.waitAcked(5, 10*time.Second)
+	assert.EqualValues(t, 2, get(t, ns, undecided.IncidentID).Status.Occurrences.Count)
+}
+
+func TestWriter_writesStormRequest(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	now := time.Now().UTC()
+	affected := make([]signal.Target, 0, 150)
+	for i := range 150 {
+		affected = append(affected, signal.Target{Kind: "Pod", Name: fmt.Sprintf("api-%d", i), Namespace: ns})
+	}
+	s := incident.Storm{
+		Phase: incident.StormOpened, StormID: "s" + h.id, Fingerprint: fingerprintOf("storm" + h.id),
+		Scope: map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns}, Type: incident.StormRate,
+		Revision: 1, DetectedAt: now, LastSeen: now, Members: 11, Occurrences: 11,
+		Affected: affected[:11], AffectedTotal: 11,
+		Signal: event("x", "x", 1, 1, ns, signal.SeverityCritical).Signal,
+	}
+	h.publish(h.subj.IncidentsStorm(), s, "storm:1")
+	upd := s
+	upd.Phase, upd.Revision, upd.Members, upd.Occurrences = incident.StormClosed, 2, 150, 900
+	upd.Affected, upd.AffectedTotal, upd.ClosedAt = affected[:incident.MaxAffected], 150, now.Add(time.Minute)
+	h.publish(h.subj.IncidentsStorm(), upd, "storm:2")
+	h.waitAcked(2, 10*time.Second)
+
+	rr := get(t, ns, s.StormID)
+	require.NotNil(t, rr.Spec.Storm)
+	assert.Equal(t, v1alpha1.StormType("rate"), rr.Spec.Storm.Type)
+	assert.Equal(t, s.Scope, rr.Spec.Storm.Scope)
+	assert.Equal(t, "true", rr.Labels[v1alpha1.LabelStorm])
+	assert.Equal(t, "P0", rr.Spec.Priority)
+	require.NotNil(t, rr.Status.Storm)
+	assert.EqualValues(t, 150, rr.Status.Storm.Members)
+	assert.EqualValues(t, 900, rr.Status.Storm.Occurrences)
+	assert.EqualValues(t, 150, rr.Status.Storm.AffectedTotal)
+	assert.Len(t, rr.Status.Storm.Affected, incident.MaxAffected)
+	assert.NotNil(t, rr.Status.Storm.ClosedAt)
+	assert.EqualValues(t, 900, rr.Status.Occurrences.Count)
+}
+
+func TestWriter_deadLettersInvalidRequest(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	e := event(fingerprintOf("bad"+h.id), "i"+h.id+"bad", 1, 1, ns, signal.SeverityWarning)
+	e.Signal.Source = "carrier-pigeon" // the CRD's enum rejects it: 422
+	h.open(e)
+	require.Eventually(t, func() bool { return h.result(bus.ResultDLQ) == 1 }, 10*time.Second, 10*time.Millisecond)
+	assert.Zero(t, h.result(bus.ResultNak), "a validation error is not retried")
+	assert.Empty(t, list(t, ns))
+	msg, err := h.p.Bus.JS.Stream(context.Background(), h.subj.StreamName(bus.StreamDLQ))
+	require.NoError(t, err)
+	raw, err := msg.GetLastMsgForSubject(context.Background(), h.subj.DLQ(Stage))
+	require.NoError(t, err)
+	assert.Contains(t, raw.Header.Get(bus.HeaderDLQReason), "Unsupported value")
+}
