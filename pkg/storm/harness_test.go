@@ -1,0 +1,252 @@
+package storm_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/pkg/storm"
+	"github.com/stormweir/stormweir/test/testenv"
+)
+
+// pipeline runs the deduper and the aggregator in one process against an
+// in-process JetStream and the machine's Redis, both driven by a fake
+// clock: signals go in on <prefix>.signals.alertmanager, the test reads
+// what the aggregator stored on incidents.open and incidents.storm.
+type pipeline struct {
+	t     testing.TB
+	cfg   config.Config
+	clk   *clock.Fake
+	subj  bus.Subjects
+	conn  *bus.Conn
+	pub   *bus.Publisher
+	fp    *signal.Fingerprinter
+	redis *testenv.Redis
+	agg   *storm.Stage
+	seq   int
+}
+
+func testConfig(t testing.TB, natsURL string) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Bus.URL = natsURL
+	cfg.Bus.Prefix = "swt" + testenv.RandomID()
+	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+		s.Storage, s.MaxBytes = "memory", 64<<20
+	}
+	c := &cfg.Bus.Consumer
+	c.AckWait = 2 * time.Second
+	c.BackOff = nil
+	c.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond}
+	c.Concurrency = 32
+	c.FetchBatch = 64
+	c.FetchMaxWait = 200 * time.Millisecond
+	c.MaxAckPending = 1024
+	cfg.Worker.Listen = "127.0.0.1:0"
+	cfg.Worker.DrainTimeout = 5 * time.Second
+	cfg.Aggregator.SweepInterval = 20 * time.Millisecond
+	return cfg
+}
+
+// newPipeline starts both stages with the aggregator settings tune sets.
+func newPipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	cfg := testConfig(t, n.URL)
+	if tune != nil {
+		tune(&cfg.Aggregator)
+	}
+	require.NoError(t, cfg.Validate())
+	r := testenv.LocalRedis(t)
+	cfg.Redis.KeyPrefix = r.Prefix
+	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	log := slog.New(slog.DiscardHandler)
+
+	ctx := context.Background()
+	proc, err := service.NewProcess(ctx, cfg, log, "pipeline")
+	require.NoError(t, err)
+	incidents := dedup.NewRedisStore(r.Client, r.Prefix, cfg.Dedup, clk)
+	ded, err := dedup.New(ctx, proc, incidents)
+	require.NoError(t, err)
+	agg, err := storm.New(ctx, proc, storm.NewRedisStore(r.Client, r.Prefix, 0), incidents, clk)
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- service.RunAll(rctx, ded, agg) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		proc.Close()
+	})
+
+	conn, err := bus.Connect(cfg.Bus, "storm-test-client", log)
+	require.NoError(t, err)
+	t.Cleanup(conn.Close)
+	return &pipeline{
+		t: t, cfg: cfg, clk: clk, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn,
+		pub: bus.NewPublisher(conn.JS, 10*time.Second), fp: signal.MustFingerprinter(signal.DefaultFingerprintFields),
+		redis: r, agg: agg,
+	}
+}
+
+// alert is one firing alert of the test.
+type alert struct {
+	name, namespace string
+	target          signal.Target
+	truncated       int
+}
+
+func pod(name, ns, p string) alert {
+	return alert{name: name, namespace: ns, target: signal.Target{Kind: "Pod", Name: p, Namespace: ns}}
+}
+
+func (p *pipeline) signal(a alert) *signal.Signal {
+	p.seq++
+	s := &signal.Signal{
+		ID: fmt.Sprintf("sig-%d", p.seq), Source: signal.SourceAlertmanager, Name: a.name, Status: signal.StatusFiring,
+		Severity: signal.SeverityWarning, Namespace: a.namespace, Target: a.target,
+		Labels:   map[string]string{"alertname": a.name, "namespace": a.namespace},
+		StartsAt: p.clk.Now(), ReceivedAt: p.clk.Now(), TruncatedAlerts: a.truncated,
+	}
+	s.Fingerprint = p.fp.Fingerprint(s)
+	return s
+}
+
+// send publishes one signal per alert, advancing the fake clock by step
+// before each.
+func (p *pipeline) send(step time.Duration, alerts ...alert) {
+	p.t.Helper()
+	outs := make([]bus.Output, 0, len(alerts))
+	for _, a := range alerts {
+		p.clk.Advance(step)
+		s := p.signal(a)
+		data, err := signal.Encode(s)
+		require.NoError(p.t, err)
+		outs = append(outs, bus.Output{Subject: p.subj.Signals(s.Source), Data: data, MsgID: s.ID})
+	}
+	for len(outs) > 0 {
+		n := min(len(outs), 256)
+		_, err := p.pub.Publish(context.Background(), outs[:n]...)
+		require.NoError(p.t, err)
+		outs = outs[n:]
+	}
+}
+
+// settle sends alerts one at a time, each handled by both stages before
+// the next is sent, so the fake clock reads the intended instant at every
+// decision.
+func (p *pipeline) settle(step time.Duration, alerts ...alert) {
+	p.t.Helper()
+	for _, a := range alerts {
+		p.send(step, a)
+		p.waitIdle()
+	}
+}
+
+// waitIdle waits until both stages have acked everything sent so far.
+func (p *pipeline) waitIdle() {
+	p.t.Helper()
+	ctx := context.Background()
+	check := func(stream, durable string) bool {
+		c, err := p.conn.JS.Consumer(ctx, p.subj.StreamName(stream), durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}
+	require.Eventually(p.t, func() bool {
+		return check(bus.StreamSignals, dedup.StageName) && check(bus.StreamIncidents, storm.StageName) &&
+			check(bus.StreamSignals, dedup.StageName)
+	}, 20*time.Second, 5*time.Millisecond, "pipeline did not settle")
+}
+
+// outputs is what the aggregator stored for the writer.
+type outputs struct {
+	open   []incident.Event
+	storms []incident.Storm
+}
+
+// read returns every message stored on incidents.open and incidents.storm.
+func (p *pipeline) read() outputs {
+	p.t.Helper()
+	return readOutputs(p.t, p.conn.JS, p.subj)
+}
+
+func readOutputs(t testing.TB, js jetstream.JetStream, subj bus.Subjects) outputs {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, subj.StreamName(bus.StreamIncidents))
+	require.NoError(t, err)
+	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj.IncidentsOpen(), subj.IncidentsStorm()}})
+	require.NoError(t, err)
+	info, err := oc.Info(ctx)
+	require.NoError(t, err)
+	var out outputs
+	for got := uint64(0); got < info.NumPending; {
+		batch, err := oc.Fetch(int(min(info.NumPending-got, 1000)), jetstream.FetchMaxWait(2*time.Second))
+		require.NoError(t, err)
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Subject() == subj.IncidentsOpen() {
+				var ev incident.Event
+				require.NoError(t, json.Unmarshal(m.Data(), &ev))
+				out.open = append(out.open, ev)
+				continue
+			}
+			var st incident.Storm
+			require.NoError(t, json.Unmarshal(m.Data(), &st))
+			out.storms = append(out.storms, st)
+		}
+		require.NoError(t, batch.Error())
+		require.Positive(t, n, "stream ran dry before its pending count")
+		got += uint64(n)
+	}
+	return out
+}
+
+// latest returns the highest revision of each storm, as a writer keeping
+// the newest state would hold it.
+func (o outputs) latest() map[string]incident.Storm {
+	m := map[string]incident.Storm{}
+	for _, s := range o.storms {
+		if cur, ok := m[s.StormID]; !ok || s.Revision > cur.Revision {
+			m[s.StormID] = s
+		}
+	}
+	return m
+}
+
+// closes counts close events per storm.
+func (o outputs) closes() map[string]int {
+	m := map[string]int{}
+	for _, s := range o.storms {
+		if s.Phase == incident.StormClosed {
+			m[s.StormID]++
+		}
+	}
+	return m
+}
+
+// openedBy returns the distinct incident ids forwarded as individual.
+func (o outputs) openIDs() map[string]incident.Event {
+	m := map[string]incident.Event{}
+	for _, e := range o.open {
+		m[e.IncidentID] = e
+	}
+	return m
+}

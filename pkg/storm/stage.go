@@ -1,0 +1,389 @@
+package storm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/service"
+)
+
+// StageName is the aggregator's durable consumer name, shared by its
+// replicas, and its name in metrics, logs and the DLQ subject.
+const StageName = "aggregator"
+
+// sweepBatch bounds the storms one sweep closes; the rest wait for the
+// next sweep.
+const sweepBatch = 100
+
+// Checker is implemented by stores with a dependency to probe (Redis);
+// the stage adds it to readiness.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Metrics are the aggregator's own metrics.
+type Metrics struct {
+	Open     prometheus.Gauge
+	Detected *prometheus.CounterVec
+	Members  prometheus.Counter
+	Closes   prometheus.Counter
+	Dropped  prometheus.Counter
+}
+
+// NewMetrics registers the aggregator metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stormweir_storms_open",
+			Help: "Storms not yet closed, over all replicas (read from the store at every sweep).",
+		}),
+		Detected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_storms_detected_total",
+			Help: "Storms opened, by type (rate, pattern).",
+		}, []string{"type"}),
+		Members: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_storm_members_total",
+			Help: "New incidents folded into a storm (the opening one included).",
+		}),
+		Closes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_storm_closes_total",
+			Help: "Storm windows closed by this process.",
+		}),
+		Dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_storm_member_updates_dropped_total",
+			Help: "Member repeats for a storm the store no longer knows (expired long after its close); logged.",
+		}),
+	}
+	reg.MustRegister(m.Open, m.Detected, m.Members, m.Closes, m.Dropped)
+	return m
+}
+
+// Stage is the aggregator (DESIGN §4). Its worker reads new incidents and
+// storm members' repeats from the durable "aggregator" consumer; its
+// sweeper closes expired windows. Neither holds state between messages:
+// every decision is in the storm Store and the incident route in the dedup
+// Store, so replicas are interchangeable and a killed one loses nothing.
+type Stage struct {
+	cfg       config.Aggregator
+	storms    Store
+	incidents dedup.Store
+	clk       clock.Clock
+	scoper    *Scoper
+	subj      bus.Subjects
+	pub       *bus.Publisher
+	worker    *bus.Worker
+	m         *Metrics
+	log       *slog.Logger
+	// token identifies this replica's close claims; lease bounds how long
+	// a claim stays exclusive, well inside the stream's duplicate window
+	// so a close re-published after a crash is absorbed.
+	token string
+	lease time.Duration
+}
+
+// New wires the aggregator on p: it creates or updates the durable
+// consumer and registers metrics and readiness checks, but starts nothing
+// until Run. storms keeps the windows, incidents is the deduper's store
+// (where each incident's route is recorded), clk the time source of every
+// window decision.
+func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.Store, clk clock.Clock) (*Stage, error) {
+	cfg := p.Config
+	scoper, err := NewScoper(cfg.Aggregator.Scope)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	subj := bus.NewSubjects(cfg.Bus.Prefix)
+	cons, err := bus.EnsureConsumer(ctx, p.Bus.JS, cfg.Bus, bus.ConsumerSpec{
+		Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	s := &Stage{
+		cfg: cfg.Aggregator, storms: storms, incidents: incidents, clk: clk, scoper: scoper, subj: subj,
+		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
+		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout,
+	}
+	s.worker, err = bus.NewWorker(bus.WorkerOptions{
+		Stage:        StageName,
+		Consumer:     cons,
+		Publisher:    s.pub,
+		Handler:      s,
+		Subjects:     subj,
+		Config:       cfg.Bus.Consumer,
+		DrainTimeout: cfg.Worker.DrainTimeout,
+		Metrics:      p.Metrics,
+		Log:          p.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	if c, ok := storms.(Checker); ok {
+		p.Health.AddCheck("storm-store", c.Check)
+	}
+	if c, ok := incidents.(Checker); ok {
+		p.Health.AddCheck("dedup-store", c.Check)
+	}
+	p.Health.AddCheck("aggregator-consumer", func(context.Context) error { return s.worker.Ready() })
+	return s, nil
+}
+
+// Run consumes and sweeps until ctx ends, then drains in-flight messages.
+func (s *Stage) Run(ctx context.Context) error {
+	return service.RunAll(ctx, s.worker, service.RunFunc(s.sweep))
+}
+
+// Handle routes one deduper event: a new incident is observed by the
+// detectors, a storm member's repeat is counted on its storm. Bad input is
+// permanent (DLQ); a store error is transient, so the event waits and is
+// retried: a Redis outage never turns a storm member into an individual
+// incident.
+func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
+	var ev incident.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("decoding incident event: %w", err))
+	}
+	if ev.IncidentID == "" || ev.Fingerprint == "" {
+		return nil, bus.Permanent(fmt.Errorf("incident event without incident id or fingerprint (seq %d)", m.StreamSeq))
+	}
+	if m.Subject == s.subj.DedupMember() {
+		return s.member(ctx, &ev)
+	}
+	if ev.Decision != incident.DecisionNew {
+		return nil, bus.Permanent(fmt.Errorf("incident %s: %q event on %s", ev.IncidentID, ev.Decision, m.Subject))
+	}
+	return s.newIncident(ctx, &ev)
+}
+
+// newIncident decides a new incident's fate. The rate detector goes first;
+// an incident it leaves individual is shown to the pattern detector. Each
+// store call is idempotent per incident id, and every output id derives
+// from the incident or storm, so a redelivery at any point (the first
+// attempt died after some of these steps) repeats the same decisions and
+// republishes the same messages, which JetStream absorbs.
+func (s *Stage) newIncident(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
+	now := s.clk.Now()
+	sig, err := json.Marshal(&ev.Signal)
+	if err != nil {
+		return nil, bus.Permanent(fmt.Errorf("encoding signal of incident %s: %w", ev.IncidentID, err))
+	}
+	count := max(ev.Count, 1)
+	rate := s.scoper.Rate(&ev.Signal)
+	// Alertmanager's truncatedAlerts are alerts of the group that the
+	// webhook left out: each one lowers the rate threshold, so a group too
+	// large to send in full opens its storm at once.
+	threshold := max(s.cfg.RateThreshold-ev.Signal.TruncatedAlerts, 0)
+	obs := Observation{
+		Type: incident.StormRate, Scope: rate, IncidentID: ev.IncidentID, Unit: ev.IncidentID,
+		Target: ev.Signal.Target, Count: count, Threshold: threshold, Window: s.cfg.RateWindow,
+		Inactivity: s.cfg.InactivityTimeout, MaxDuration: s.cfg.MaxDuration, Signal: sig, Now: now,
+	}
+	d, err := s.storms.Observe(ctx, obs)
+	if err != nil {
+		return nil, err
+	}
+	if d.Verdict == Individual && !s.scoper.ClusterWide() {
+		// A pattern storm is one alertname in many scopes: its unit is
+		// the rate scope, so many targets within one scope stay the rate
+		// detector's business.
+		obs.Type, obs.Scope, obs.Unit = incident.StormPattern, s.scoper.Pattern(&ev.Signal), rate.Hash
+		obs.Threshold, obs.Window = s.cfg.PatternThreshold, s.cfg.PatternWindow
+		if d, err = s.storms.Observe(ctx, obs); err != nil {
+			return nil, err
+		}
+	}
+	if !d.Replayed {
+		switch d.Verdict {
+		case Opened:
+			s.m.Detected.WithLabelValues(string(d.Storm.Type)).Inc()
+			s.m.Members.Inc()
+			s.log.Info("storm opened", "storm", d.Storm.ID, "type", d.Storm.Type, "scope", FormatScope(d.Storm.Scope.Values),
+				"incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
+		case Member:
+			s.m.Members.Inc()
+		}
+	}
+	if d.Verdict == Individual {
+		return s.individual(ctx, ev)
+	}
+	return s.joined(ctx, ev, d, count, now)
+}
+
+// individual records the route and forwards the incident to the writer.
+func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
+	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, incident.RouteIndividual)
+	switch {
+	case errors.Is(err, dedup.ErrNotFound):
+		// The incident ended or was replaced meanwhile; it was real, so
+		// it is still forwarded as it was.
+		s.log.Warn("incident record gone before routing; forwarding as received", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
+	case err != nil:
+		return nil, fmt.Errorf("routing incident %s individually: %w", ev.IncidentID, err)
+	case rec.Revision > ev.Revision:
+		// Repeats arrived while the route was undecided: send the record
+		// as it stands (absolute values, newer revision).
+		ev.Revision, ev.State, ev.Count, ev.Flaps = rec.Revision, rec.State, rec.Count, rec.Flaps
+		ev.LastSeen, ev.ResolvedAt = rec.LastSeen, rec.ResolvedAt
+	}
+	ev.Route = incident.RouteIndividual
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, bus.Permanent(fmt.Errorf("encoding incident %s: %w", ev.IncidentID, err))
+	}
+	h := nats.Header{}
+	h.Set(bus.HeaderFingerprint, ev.Fingerprint)
+	h.Set(bus.HeaderIncident, ev.IncidentID)
+	return []bus.Output{{Subject: s.subj.IncidentsOpen(), Data: data, MsgID: "open:" + ev.IncidentID, Header: h}}, nil
+}
+
+// joined points the member's fingerprint at its storm, so its repeats
+// count there, catches up on occurrences counted before the route was
+// set, and publishes the storm.
+func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, count int64, now time.Time) ([]bus.Output, error) {
+	snap := d.Storm
+	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, snap.ID)
+	switch {
+	case errors.Is(err, dedup.ErrNotFound):
+		s.log.Warn("incident record gone before routing to its storm", "incident", ev.IncidentID, "storm", snap.ID)
+	case err != nil:
+		return nil, fmt.Errorf("routing incident %s to storm %s: %w", ev.IncidentID, snap.ID, err)
+	case rec.Count > count:
+		if snap, err = s.storms.Track(ctx, MemberUpdate{StormID: snap.ID, IncidentID: ev.IncidentID, Target: ev.Signal.Target, Count: rec.Count, Now: now}); err != nil {
+			return nil, err
+		}
+	}
+	phase := incident.StormUpdated
+	if d.Verdict == Opened {
+		phase = incident.StormOpened
+	}
+	out, err := s.stormOutput(&snap, phase)
+	if err != nil {
+		return nil, err
+	}
+	return []bus.Output{out}, nil
+}
+
+// member counts a storm member's repeat (absolute count) on its storm.
+func (s *Stage) member(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
+	if _, err := tagOf(ev.Route); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("member event of incident %s: route: %w", ev.IncidentID, err))
+	}
+	snap, err := s.storms.Track(ctx, MemberUpdate{StormID: ev.Route, IncidentID: ev.IncidentID, Target: ev.Signal.Target, Count: ev.Count, Now: s.clk.Now()})
+	if errors.Is(err, ErrNotFound) {
+		s.m.Dropped.Inc()
+		s.log.Warn("repeat of a member of an unknown storm dropped", "storm", ev.Route, "incident", ev.IncidentID, "fingerprint", ev.Fingerprint, "count", ev.Count)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.stormOutput(&snap, incident.StormUpdated)
+	if err != nil {
+		return nil, err
+	}
+	return []bus.Output{out}, nil
+}
+
+// stormOutput builds a storm event. Its msg-id names the storm, phase
+// and revision: a revision is one state of the storm, so any replica
+// publishing it again is absorbed by JetStream. The close is the exception:
+// it is published once per storm, so its id is "storm:<id>:closed".
+func (s *Stage) stormOutput(snap *Snapshot, phase incident.StormPhase) (bus.Output, error) {
+	ev, err := snap.Event(phase)
+	if err != nil {
+		return bus.Output{}, bus.Permanent(fmt.Errorf("storm %s: %w", snap.ID, err))
+	}
+	data, err := json.Marshal(&ev)
+	if err != nil {
+		return bus.Output{}, bus.Permanent(fmt.Errorf("encoding storm %s: %w", snap.ID, err))
+	}
+	id := "storm:" + snap.ID + ":" + string(phase)
+	if phase != incident.StormClosed {
+		id += ":" + strconv.FormatInt(snap.Revision, 10)
+	}
+	h := nats.Header{}
+	h.Set(bus.HeaderFingerprint, snap.Scope.Hash)
+	h.Set(bus.HeaderIncident, snap.ID)
+	return bus.Output{Subject: s.subj.IncidentsStorm(), Data: data, MsgID: id, Header: h}, nil
+}
+
+// sweep closes expired windows every SweepInterval. Every replica sweeps;
+// the store's claim lets one of them close each storm.
+func (s *Stage) sweep(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("storm sweep failed; retrying at the next one", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// SweepOnce closes the windows that have ended by now: claim, publish the
+// close, finish. A crash after the claim leaves the storm closing; once the
+// lease runs out another replica claims it and publishes the same close
+// (same id, same content), which JetStream absorbs if the first publish
+// had got through.
+func (s *Stage) SweepOnce(ctx context.Context) error {
+	now := s.clk.Now()
+	ids, err := s.storms.Due(ctx, now, sweepBatch)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := s.close(ctx, id, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n, err := s.storms.Open(ctx); err == nil {
+		s.m.Open.Set(float64(n))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Stage) close(ctx context.Context, id string, now time.Time) error {
+	c, err := s.storms.Claim(ctx, id, s.token, s.lease, now)
+	if err != nil || c.Status != Claimed {
+		return err
+	}
+	out, err := s.stormOutput(&c.Storm, incident.StormClosed)
+	if err != nil {
+		return err
+	}
+	if _, err := s.pub.Publish(ctx, out); err != nil {
+		return fmt.Errorf("publishing close of storm %s: %w", id, err)
+	}
+	ok, err := s.storms.Finish(ctx, id, s.token)
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.m.Closes.Inc()
+		s.log.Info("storm closed", "storm", id, "members", c.Storm.Members, "occurrences", c.Storm.Occurrences,
+			"affected", c.Storm.AffectedTotal, "closedAt", c.Storm.ClosedAt)
+	}
+	return nil
+}

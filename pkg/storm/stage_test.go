@@ -1,0 +1,280 @@
+package storm_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+func pods(name, ns string, from, n int) []alert {
+	out := make([]alert, n)
+	for i := range out {
+		out[i] = pod(name, ns, fmt.Sprintf("pod-%d", from+i))
+	}
+	return out
+}
+
+func onlyStorm(t testing.TB, o outputs) incident.Storm {
+	t.Helper()
+	l := o.latest()
+	require.Len(t, l, 1, "storms")
+	for _, s := range l {
+		return s
+	}
+	return incident.Storm{}
+}
+
+func TestStage_rateStormOf200PodsIsTenIndividualsAndOneStorm(t *testing.T) {
+	p := newPipeline(t, nil) // threshold 10 in 60s
+	// t=0..5s: 200 alerts for 200 pods of one alertname in one namespace.
+	p.send(25*time.Millisecond, pods("KubePodCrashLooping", "shop", 0, 200)...)
+	p.waitIdle()
+
+	o := p.read()
+	assert.Len(t, o.open, 10, "individual incidents published")
+	assert.Len(t, o.openIDs(), 10, "distinct individual incidents")
+	for _, e := range o.open {
+		assert.Equal(t, incident.RouteIndividual, e.Route)
+	}
+	s := onlyStorm(t, o)
+	assert.Equal(t, incident.StormRate, s.Type)
+	assert.Equal(t, map[string]string{"alertname": "KubePodCrashLooping", "namespace": "shop"}, s.Scope)
+	assert.Equal(t, int64(190), s.Members)
+	assert.Equal(t, int64(190), s.Occurrences)
+	assert.Equal(t, int64(200), s.AffectedTotal, "precursors included")
+	assert.Len(t, s.Affected, incident.MaxAffected)
+	assert.Equal(t, "KubePodCrashLooping", s.Signal.Name)
+	opened := 0
+	for _, e := range o.storms {
+		if e.Phase == incident.StormOpened {
+			opened++
+		}
+	}
+	assert.Equal(t, 1, opened, "one opened event")
+}
+
+func TestStage_unrelatedAlertsStayIndividual(t *testing.T) {
+	p := newPipeline(t, nil)
+	var alerts []alert
+	stormy := pods("KubePodCrashLooping", "shop", 0, 60)
+	for i, a := range stormy {
+		alerts = append(alerts, a)
+		switch {
+		case i < 9:
+			// The same alertname in three other namespaces, 3 each.
+			alerts = append(alerts, pod("KubePodCrashLooping", []string{"a", "b", "c"}[i%3], fmt.Sprintf("other-%d", i)))
+		case i < 19:
+			// Other alertnames in the storm's namespace.
+			alerts = append(alerts, pod(fmt.Sprintf("Other%d", i), "shop", fmt.Sprintf("pod-%d", i)))
+		}
+	}
+	p.send(20*time.Millisecond, alerts...)
+	p.waitIdle()
+
+	o := p.read()
+	s := onlyStorm(t, o)
+	assert.Equal(t, "shop", s.Scope["namespace"])
+	assert.Equal(t, int64(50), s.Members)
+	assert.Equal(t, int64(60), s.AffectedTotal)
+	ids := o.openIDs()
+	assert.Len(t, ids, 10+9+10, "precursors and every unrelated alert are individual")
+	unrelated := 0
+	for _, e := range ids {
+		if e.Signal.Namespace != "shop" || e.Signal.Name != "KubePodCrashLooping" {
+			unrelated++
+		}
+	}
+	assert.Equal(t, 19, unrelated)
+}
+
+func TestStage_oneAlertnameInTwoNamespaces(t *testing.T) {
+	tests := []struct {
+		name       string
+		scope      []string
+		storms     int
+		individual int
+	}{
+		{"default scope: a storm per namespace", []string{"alertname", "namespace"}, 2, 20},
+		{"scope alertname: one cluster-wide storm", []string{"alertname"}, 1, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPipeline(t, func(a *config.Aggregator) { a.Scope = tc.scope })
+			var alerts []alert
+			for i := range 30 {
+				alerts = append(alerts, pod("KubeContainerOOM", "ns-a", fmt.Sprintf("a-%d", i)), pod("KubeContainerOOM", "ns-b", fmt.Sprintf("b-%d", i)))
+			}
+			p.send(20*time.Millisecond, alerts...)
+			p.waitIdle()
+
+			o := p.read()
+			l := o.latest()
+			assert.Len(t, l, tc.storms)
+			assert.Len(t, o.openIDs(), tc.individual)
+			var members, affected int64
+			for _, s := range l {
+				members += s.Members
+				affected += s.AffectedTotal
+				assert.Equal(t, incident.StormRate, s.Type)
+				assert.Len(t, s.Scope, len(tc.scope))
+			}
+			assert.Equal(t, int64(60-tc.individual), members)
+			assert.Equal(t, int64(60), affected)
+		})
+	}
+}
+
+func TestStage_patternStormFromSixNodesAcrossNamespaces(t *testing.T) {
+	p := newPipeline(t, nil) // pattern: more than 5 in 120s
+	var alerts []alert
+	for i := range 6 {
+		ns := fmt.Sprintf("team-%d", i)
+		alerts = append(alerts, alert{name: "NodeFilesystemAlmostFull", namespace: ns, target: signal.Target{Kind: "Node", Name: fmt.Sprintf("node-%d", i)}})
+	}
+	// One every 20s: the sixth arrives at t=120s, 100s after the first.
+	p.settle(20*time.Second, alerts...)
+
+	o := p.read()
+	assert.Len(t, o.openIDs(), 5)
+	s := onlyStorm(t, o)
+	assert.Equal(t, incident.StormPattern, s.Type)
+	assert.Equal(t, map[string]string{"alertname": "NodeFilesystemAlmostFull"}, s.Scope)
+	assert.Equal(t, int64(1), s.Members)
+	assert.Equal(t, int64(6), s.AffectedTotal)
+	assert.Equal(t, "node-5", s.Signal.Target.Name, "the sixth node opened it")
+}
+
+func TestStage_memberRepeatsCountOnTheStorm(t *testing.T) {
+	p := newPipeline(t, nil)
+	alerts := pods("KubePodCrashLooping", "shop", 0, 15)
+	p.settle(100*time.Millisecond, alerts...) // 10 individual, 5 members
+	before := p.read()
+	require.Len(t, before.openIDs(), 10)
+	s := onlyStorm(t, before)
+	require.Equal(t, int64(5), s.Members)
+
+	// Every alert fires 3 more times.
+	for range 3 {
+		p.send(100*time.Millisecond, alerts...)
+	}
+	p.waitIdle()
+
+	o := p.read()
+	assert.Len(t, o.open, 10, "repeats never open an incident")
+	s = onlyStorm(t, o)
+	assert.Equal(t, int64(5), s.Members)
+	assert.Equal(t, int64(5*4), s.Occurrences, "members' repeats count on the storm")
+	assert.Equal(t, int64(15), s.AffectedTotal)
+}
+
+func TestStage_lifecycleInactivityCloseOnceThenNewStorm(t *testing.T) {
+	p := newPipeline(t, nil) // inactivity 60s
+	p.settle(time.Second, pods("KubePodCrashLooping", "shop", 0, 12)...)
+	first := onlyStorm(t, p.read())
+	lastMember := p.clk.Now()
+
+	// t = last member + 59s: still open.
+	p.clk.Advance(59 * time.Second)
+	time.Sleep(5 * p.cfg.Aggregator.SweepInterval)
+	assert.Empty(t, p.read().closes(), "no close before the inactivity timeout")
+
+	// t = last member + 61s: closed, once.
+	p.clk.Advance(2 * time.Second)
+	require.Eventually(t, func() bool { return len(p.read().closes()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(10 * p.cfg.Aggregator.SweepInterval)
+	o := p.read()
+	assert.Equal(t, map[string]int{first.StormID: 1}, o.closes(), "close emitted exactly once")
+	closed := o.latest()[first.StormID]
+	assert.Equal(t, incident.StormClosed, closed.Phase)
+	assert.Equal(t, lastMember.Add(60*time.Second).UnixMilli(), closed.ClosedAt.UnixMilli())
+	assert.Equal(t, int64(2), closed.Members)
+
+	// A fresh burst after the close is a new storm.
+	p.settle(time.Second, pods("KubePodCrashLooping", "shop", 100, 12)...)
+	o = p.read()
+	l := o.latest()
+	require.Len(t, l, 2)
+	for id, s := range l {
+		if id != first.StormID {
+			assert.Equal(t, int64(2), s.Members)
+			assert.True(t, s.ClosedAt.IsZero(), "the new storm is open")
+		}
+	}
+	assert.Len(t, o.openIDs(), 20)
+}
+
+func TestStage_maxDurationClosesAnActiveStorm(t *testing.T) {
+	p := newPipeline(t, func(a *config.Aggregator) { a.MaxDuration = 2 * time.Minute })
+	p.settle(time.Second, pods("KubePodCrashLooping", "shop", 0, 11)...)
+	first := onlyStorm(t, p.read())
+	// A new member every 20s keeps the window active: inactivity never
+	// ends it, the maximum duration does.
+	p.settle(20*time.Second, pods("KubePodCrashLooping", "shop", 100, 5)...)
+	p.clk.Advance(30 * time.Second) // t = detection + 130s
+	require.Eventually(t, func() bool { return len(p.read().closes()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	closed := p.read().latest()[first.StormID]
+	assert.Equal(t, first.DetectedAt.Add(2*time.Minute).UnixMilli(), closed.ClosedAt.UnixMilli())
+	assert.Equal(t, int64(6), closed.Members)
+}
+
+func TestStage_truncatedAlertsOpenTheStormEarly(t *testing.T) {
+	p := newPipeline(t, nil)
+	// Alertmanager left 8 alerts of the group out: the threshold of 10
+	// drops to 2, so the third incident opens the storm.
+	alerts := pods("KubePodCrashLooping", "shop", 0, 5)
+	for i := range alerts {
+		alerts[i].truncated = 8
+	}
+	p.settle(100*time.Millisecond, alerts...)
+	o := p.read()
+	assert.Len(t, o.openIDs(), 2)
+	assert.Equal(t, int64(3), onlyStorm(t, o).Members)
+}
+
+func TestStage_redeliveryRepublishesTheSameOutputs(t *testing.T) {
+	p := newPipeline(t, nil)
+	p.send(10*time.Millisecond, pods("KubePodCrashLooping", "shop", 0, 20)...)
+	p.waitIdle()
+	before := p.read()
+	s := onlyStorm(t, before)
+
+	// Hand every dedup.new message to the handler again, as a redelivery.
+	ctx := context.Background()
+	stream, err := p.conn.JS.Stream(ctx, p.subj.StreamName(bus.StreamIncidents))
+	require.NoError(t, err)
+	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{p.subj.DedupNew()}})
+	require.NoError(t, err)
+	batch, err := oc.Fetch(20, jetstream.FetchMaxWait(2*time.Second))
+	require.NoError(t, err)
+	n := 0
+	for m := range batch.Messages() {
+		n++
+		outs, err := p.agg.Handle(ctx, &bus.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
+		require.NoError(t, err)
+		require.Len(t, outs, 1)
+		var ev incident.Event
+		require.NoError(t, json.Unmarshal(m.Data(), &ev))
+		if outs[0].Subject == p.subj.IncidentsOpen() {
+			assert.Equal(t, "open:"+ev.IncidentID, outs[0].MsgID)
+			assert.Contains(t, before.openIDs(), ev.IncidentID)
+			continue
+		}
+		var st incident.Storm
+		require.NoError(t, json.Unmarshal(outs[0].Data, &st))
+		assert.Equal(t, s.StormID, st.StormID)
+		assert.Equal(t, s.Members, st.Members, "nothing counted twice")
+		assert.Equal(t, s.Revision, st.Revision)
+	}
+	assert.Equal(t, 20, n)
+}
