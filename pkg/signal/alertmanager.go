@@ -69,7 +69,7 @@ func (d *Decoder) DecodeAlertmanager(body []byte) (*Batch, error) {
 func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 	var w amWebhookRaw
 	if err := unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("%w: alertmanager webhook: %s", ErrInvalidPayload, decodeReason(err))
+		return nil, fmt.Errorf("%w: alertmanager webhook: %s", ErrInvalidPayload, decodeReason(body, &amWebhookRaw{}, err))
 	}
 	if err := checkHeader(&w.amHeader, w.Alerts == nil); err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 // reason, which labels or annotations are not strings (JSON libraries name
 // the map, not the key), and the alertname when it can still be read.
 func badAlert(i int, raw []byte, err error) Rejection {
-	r := Rejection{Index: i, Reason: decodeReason(err)}
+	r := Rejection{Index: i, Reason: decodeReason(raw, &amAlert{}, err)}
 	var loose struct {
 		Labels      map[string]any `json:"labels"`
 		Annotations map[string]any `json:"annotations"`

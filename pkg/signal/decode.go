@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Limits bound what a decoder accepts, so nothing downstream (Redis keys, CR
@@ -130,13 +132,39 @@ func (t *flexTime) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// clip bounds input quoted back in a reason, which goes into the response.
+// clip bounds input quoted back in a reason, which goes into the response,
+// cutting at a rune boundary.
 func clip(b []byte) string {
 	const maxQuoted = 64
-	if len(b) > maxQuoted {
-		return string(b[:maxQuoted]) + "..."
+	if len(b) <= maxQuoted {
+		return string(b)
 	}
-	return string(b)
+	n := maxQuoted
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return string(b[:n]) + "..."
+}
+
+// decodeReason explains why data did not decode into v, a pointer to a
+// zero value of the type that failed. The reason comes from encoding/json,
+// whose type errors name the field, so what a sender reads does not depend
+// on the library chosen in codec.go; only the error path pays for the
+// second decode. When encoding/json accepts what the library refused (the library
+// is stricter), the library's own error is the reason.
+func decodeReason(data []byte, v any, err error) string {
+	if stdErr := json.Unmarshal(data, v); stdErr != nil {
+		err = stdErr
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return fmt.Sprintf("field %q: expected %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return fmt.Sprintf("expected %s, got %s", te.Type, te.Value)
+	}
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return clip([]byte(msg))
 }
 
 // rawItems splits a JSON array into its elements without decoding them, so

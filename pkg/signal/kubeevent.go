@@ -70,8 +70,9 @@ type kubeBody struct {
 	Items []kubeEvent `json:"items"`
 }
 
-func (k *kubeBody) isList() bool {
-	return k.Items != nil || k.Kind == "EventList" || k.Kind == "List"
+// isEventList tells a list body from a single event.
+func isEventList(kind string, hasItems bool) bool {
+	return hasItems || kind == "EventList" || kind == "List"
 }
 
 // kubeList is an EventList (core/v1 or events.k8s.io/v1) or a List.
@@ -97,7 +98,7 @@ func (d *Decoder) DecodeKubernetesEvents(body []byte) (*Batch, error) {
 	} else {
 		var k kubeBody
 		if err = unmarshal(body, &k); err == nil {
-			if k.isList() {
+			if isEventList(k.Kind, k.Items != nil) {
 				events = k.Items
 			} else {
 				events = []kubeEvent{k.kubeEvent}
@@ -119,14 +120,14 @@ func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 	var items rawItems
 	if body[0] == '[' {
 		if err := unmarshal(body, &items); err != nil {
-			return nil, fmt.Errorf("%w: event list: %s", ErrInvalidPayload, decodeReason(err))
+			return nil, fmt.Errorf("%w: event list: %s", ErrInvalidPayload, decodeReason(body, &rawItems{}, err))
 		}
 	} else {
 		var l kubeList
 		if err := unmarshal(body, &l); err != nil {
-			return nil, fmt.Errorf("%w: kubernetes event: %s", ErrInvalidPayload, decodeReason(err))
+			return nil, fmt.Errorf("%w: kubernetes event: %s", ErrInvalidPayload, decodeReason(body, &kubeList{}, err))
 		}
-		if l.Items != nil || l.Kind == "EventList" || l.Kind == "List" {
+		if isEventList(l.Kind, l.Items != nil) {
 			items = l.Items
 		} else {
 			items = rawItems{body}
@@ -137,7 +138,7 @@ func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 	for i, raw := range items {
 		var e kubeEvent
 		if err := unmarshal(raw, &e); err != nil {
-			b.Rejected = append(b.Rejected, Rejection{Index: i, Reason: decodeReason(err)})
+			b.Rejected = append(b.Rejected, Rejection{Index: i, Reason: decodeReason(raw, &kubeEvent{}, err)})
 			continue
 		}
 		d.addEvent(b, i, &e, received)

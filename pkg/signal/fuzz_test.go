@@ -1,0 +1,128 @@
+package signal
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// addSeeds seeds f with the testdata files whose names start with prefix.
+func addSeeds(f *testing.F, prefix string, extra ...string) {
+	f.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", prefix+"*.json"))
+	require.NoError(f, err)
+	require.NotEmpty(f, files)
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	for _, e := range extra {
+		f.Add([]byte(e))
+	}
+}
+
+func FuzzDecodeAlertmanager(f *testing.F) {
+	addSeeds(f, "alertmanager_",
+		`{"version":"4","status":"firing","alerts":[{"labels":{"alertname":"A","exported_pod":"p","node":"n"},"startsAt":"2025-03-14T09:21:37+14:00"},null,1,{"labels":{"alertname":"B"},"endsAt":"9999-12-31T23:59:59Z"}]}`,
+		`{"version":"4","alerts":[{"status":"resolved","labels":{"alertname":"A","severity":"none","cluster":"\u00e9"},"annotations":{}}]}`,
+	)
+	d := newTestDecoder(f)
+	fp := MustFingerprinter(DefaultFingerprintFields)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		b, err := d.DecodeAlertmanager(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidPayload)
+			require.Nil(t, b)
+			return
+		}
+		// Count the items independently, with encoding/json.
+		var w struct {
+			Alerts []json.RawMessage `json:"alerts"`
+		}
+		require.NoError(t, json.Unmarshal(body, &w), "an accepted body is valid JSON")
+		require.Equal(t, len(w.Alerts), len(b.Signals)+len(b.Rejected)+b.Ignored, "every alert is accounted for")
+		checkBatch(t, fp, b)
+	})
+}
+
+func FuzzDecodeKubernetesEvents(f *testing.F) {
+	addSeeds(f, "k8s_",
+		`[{"type":"Warning","reason":"R","metadata":{"uid":"u"},"involvedObject":{"kind":"Node","name":"n"},"count":-3,"series":{"count":2147483647,"lastObservedTime":"2025-03-14T09:21:37.123456+05:30"}}]`,
+		`{"apiVersion":"events.k8s.io/v1","type":"Warning","reason":"R","metadata":{"name":"e","annotations":{}},"regarding":{"kind":"Pod","name":"p"},"deprecatedSource":{"host":"h"}}`,
+		`{"kind":"List","items":[null,{},{"type":"Normal"}]}`,
+	)
+	d := newTestDecoder(f)
+	fp := MustFingerprinter(DefaultFingerprintFields)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		b, err := d.DecodeKubernetesEvents(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidPayload)
+			require.Nil(t, b)
+			return
+		}
+		require.Equal(t, kubeItemCount(t, body), len(b.Signals)+len(b.Rejected)+b.Ignored, "every event is accounted for")
+		checkBatch(t, fp, b)
+	})
+}
+
+// kubeItemCount counts the events of an accepted body with encoding/json:
+// the elements of a bare array or of a list's items, or 1 for one event.
+func kubeItemCount(t *testing.T, body []byte) int {
+	body = bytes.TrimSpace(body)
+	if len(body) > 0 && body[0] == '[' {
+		var items []json.RawMessage
+		require.NoError(t, json.Unmarshal(body, &items), "an accepted body is valid JSON")
+		return len(items)
+	}
+	var l struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	require.NoError(t, json.Unmarshal(body, &l), "an accepted body is valid JSON")
+	if l.Items != nil || l.Kind == "EventList" || l.Kind == "List" {
+		return len(l.Items)
+	}
+	return 1
+}
+
+// checkBatch asserts that every accepted signal is representable: what the
+// receiver publishes can be read back exactly by every later stage.
+func checkBatch(t *testing.T, fp *Fingerprinter, b *Batch) {
+	t.Helper()
+	for _, r := range b.Rejected {
+		assert.NotEmpty(t, r.Reason, "rejection %d has a reason", r.Index)
+	}
+	for i := range b.Signals {
+		s := &b.Signals[i]
+		require.NotEmpty(t, s.Name)
+		require.LessOrEqual(t, len(s.Name), MaxNameLen)
+		require.Contains(t, []Status{StatusFiring, StatusResolved}, s.Status)
+		require.Contains(t, []Severity{SeverityCritical, SeverityWarning, SeverityInfo}, s.Severity)
+		require.Len(t, s.Fingerprint, 64)
+		_, err := hex.DecodeString(s.Fingerprint)
+		require.NoError(t, err)
+		require.Equal(t, strings.ToLower(s.Fingerprint), s.Fingerprint)
+		require.Equal(t, fp.Fingerprint(s), s.Fingerprint, "the fingerprint can be recomputed")
+		require.NotEmpty(t, s.ID)
+
+		enc, err := json.Marshal(s)
+		require.NoError(t, err)
+		var back Signal
+		require.NoError(t, json.Unmarshal(enc, &back))
+		assert.Equal(t, *s, back, "encoding/json round trip")
+
+		enc, err = Encode(s)
+		require.NoError(t, err)
+		var back2 Signal
+		require.NoError(t, Decode(enc, &back2))
+		assert.Equal(t, *s, back2, "Encode/Decode round trip")
+	}
+}
