@@ -9,12 +9,43 @@
 // pass the conformance suite in storm/stormtest. No goroutine owns a window:
 // the sweeper of every replica looks for expired windows in the store, and
 // an atomic claim with a lease lets exactly one of them emit the close.
+//
+// Decisions where DESIGN §4 leaves room:
+//
+//   - Rate storm: more than RateThreshold new incidents of one scope within
+//     RateWindow (sliding). The first RateThreshold stay individual; the
+//     next opens the storm as its first member. The storm's affected
+//     resources are every target seen in the scope's window, so the
+//     precursors are listed too; Members counts only incidents folded in.
+//   - Pattern storm: one alertname in more than PatternThreshold distinct
+//     rate scopes within PatternWindow (each scope with at least one
+//     target). It is the cross-scope detector: many targets within one
+//     scope are the rate detector's business, otherwise the lower default
+//     pattern threshold (5) would pre-empt every rate storm (10). Only
+//     incidents the rate detector left individual are shown to it, and it
+//     is off when the scope is [alertname] alone. Cluster-scoped targets
+//     without a namespace share one rate scope per alertname, so for them
+//     the rate threshold applies.
+//   - Alertmanager's truncatedAlerts lowers the rate threshold of the
+//     incident's scope by that number (floored at 0): they are alerts of
+//     the same group that will not arrive one by one.
+//   - A window ends inactivity after its last new member (a member's
+//     repeats do not extend it) or MaxDuration after detection. A storm
+//     past its deadline takes no members even before a sweeper has closed
+//     it; the close carries that deadline as ClosedAt. The rate window is
+//     not reset by a close, so a storm that outlives MaxDuration continues
+//     at once as a new storm.
+//   - Storm ids are "s" + 24 hex of the scope hash + "-" + 12 hex derived
+//     from the opening incident: deterministic and DNS-label safe.
+//   - Repeats of a member after its storm closed still count on it: the
+//     writer gets an updated event (with ClosedAt set) by revision.
 package storm
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/stormweir/stormweir/pkg/incident"
@@ -221,14 +252,15 @@ func (s *Snapshot) Event(phase incident.StormPhase) (incident.Storm, error) {
 }
 
 // targetKey is the canonical encoding of a target, the unit of "distinct
-// affected resources".
+// affected resources": kind, namespace and name joined by the ASCII unit
+// separator, which Kubernetes names cannot contain. It is cheap to split,
+// which matters because a storm snapshot carries up to 100 of them.
 func targetKey(t signal.Target) string {
-	b, _ := json.Marshal(t)
-	return string(b)
+	return t.Kind + "\x1f" + t.Namespace + "\x1f" + t.Name
 }
 
 func parseTarget(k string) signal.Target {
-	var t signal.Target
-	_ = json.Unmarshal([]byte(k), &t)
-	return t
+	kind, rest, _ := strings.Cut(k, "\x1f")
+	ns, name, _ := strings.Cut(rest, "\x1f")
+	return signal.Target{Kind: kind, Namespace: ns, Name: name}
 }
