@@ -3,7 +3,8 @@
 # quick when everything is already there:
 #   - redis-server and redis-cli (Debian package redis-server), and a Redis
 #     answering on 127.0.0.1:6379 (tests isolate themselves by key prefix);
-#   - kube-apiserver and etcd for envtest (hack/testbins.sh, cached in bin/).
+#   - kube-apiserver and etcd for envtest (hack/testbins.sh, cached in bin/);
+#   - Alertmanager for test/e2e (hack/alertmanager.sh, cached in bin/).
 # Prints the KUBEBUILDER_ASSETS directory on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,6 @@ if ! redis_up; then
 	redis_up || { log "redis did not start"; exit 1; }
 fi
 
+# Its stdout goes to stderr: the last stdout line here is KUBEBUILDER_ASSETS.
+hack/alertmanager.sh >&2
 hack/testbins.sh
