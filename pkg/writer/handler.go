@@ -266,11 +266,21 @@ func (w *Writer) namespaceUsable(ctx context.Context, ns string) (bool, error) {
 		return false, nil
 	}
 	var obj corev1.Namespace
-	if err := w.cache.Get(ctx, types.NamespacedName{Name: ns}, &obj); err != nil {
+	err := w.cache.Get(ctx, types.NamespacedName{Name: ns}, &obj)
+	if apierrors.IsNotFound(err) {
+		// The cache may not have seen a namespace created a moment ago;
+		// ask the API server before sending the request to the fallback.
+		// This costs a read only when the namespace is missing from the
+		// cache, and only for a create, never per repeated signal.
+		cctx, cancel := context.WithTimeout(ctx, w.co.requestTO)
+		err = w.client.Get(cctx, types.NamespacedName{Name: ns}, &obj)
+		cancel()
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		return false, fmt.Errorf("reading namespace %s from cache: %w", ns, err)
+	}
+	if err != nil {
+		return false, classify(fmt.Errorf("reading namespace %s: %w", ns, err))
 	}
 	return obj.DeletionTimestamp == nil && obj.Status.Phase != corev1.NamespaceTerminating, nil
 }

@@ -65,7 +65,10 @@ func runMain(m *testing.M) int {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "deploy", "crd")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme(),
-		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
+		// kube-apiserver's graceful shutdown outlasts the default 20s wait
+		// with watches open; after StopTimeout it is killed, which is the
+		// harsher fault anyway.
+		ControlPlane: envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir, StopTimeout: 3 * time.Second}},
 	}
 	testRest, err = testEnv.Start()
 	if err != nil {
@@ -110,6 +113,12 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 
 	cfg := config.Default()
 	cfg.Bus.URL = nt.URL
+	// With a server-side BackOff, nats-server measures a NakWithDelay
+	// from AckWait but expires it by the BackOff step of the delivery, so
+	// from the second delivery on a retry waits about BackOff[n]-AckWait
+	// longer than asked (30s with the defaults). Without BackOff the
+	// requested delays hold, which the restart test relies on.
+	cfg.Bus.Consumer.BackOff = nil
 	cfg.Bus.Consumer.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond}
 	cfg.Worker.DrainTimeout = 5 * time.Second
 	cfg.Writer.FallbackNamespace = h.fallback
