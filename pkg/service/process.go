@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stormweir/stormweir/pkg/bus"
@@ -46,6 +48,13 @@ func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary
 		err := bus.EnsureStreams(ctx, conn.JS, cfg.Bus)
 		if err == nil {
 			break
+		}
+		// The server answered and refused (limits, bad config): waiting
+		// will not help, so say why and stop.
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			conn.Close()
+			return nil, err
 		}
 		log.Warn("waiting for jetstream", "url", cfg.Bus.URL, "err", err)
 		select {
