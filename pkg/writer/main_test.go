@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/bus"
@@ -53,6 +55,7 @@ func runMain(m *testing.M) int {
 			"Build them once and point the tests at them:\n\texport KUBEBUILDER_ASSETS=\"$(hack/testbins.sh)\"")
 		return 1
 	}
+	ctrllog.SetLogger(logr.Discard())
 	// A fixed certificate directory keeps the serving certificates and port
 	// across an API server Stop/Start (the restart test needs that).
 	certDir, err := os.MkdirTemp("", "stormweir-apiserver-")
