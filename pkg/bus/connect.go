@@ -19,8 +19,9 @@ type Conn struct {
 }
 
 // Connect dials NATS and keeps reconnecting for ever: a stage whose bus is
-// away waits for it (and reports not ready) rather than exiting.
-func Connect(cfg config.Bus, name string, log *slog.Logger) (*Conn, error) {
+// away waits for it (and reports not ready) rather than exiting. extra
+// options come last, e.g. nats.InProcessServer for an embedded server.
+func Connect(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option) (*Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -38,6 +39,7 @@ func Connect(cfg config.Bus, name string, log *slog.Logger) (*Conn, error) {
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats %s: %w", cfg.URL, err)

@@ -23,6 +23,7 @@ type Config struct {
 	Dedup       Dedup       `mapstructure:"dedup" yaml:"dedup"`
 	Aggregator  Aggregator  `mapstructure:"aggregator" yaml:"aggregator"`
 	Writer      Writer      `mapstructure:"writer" yaml:"writer"`
+	AllInOne    AllInOne    `mapstructure:"allinone" yaml:"allinone"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -37,6 +38,7 @@ func Default() Config {
 		Dedup:       DefaultDedup(),
 		Aggregator:  DefaultAggregator(),
 		Writer:      DefaultWriter(),
+		AllInOne:    AllInOne{DataDir: "data", Store: "memory", Sink: "auto"},
 	}
 }
 
@@ -53,6 +55,7 @@ func (c *Config) Validate() error {
 		c.Dedup.Validate(),
 		c.Aggregator.Validate(),
 		c.Writer.Validate(),
+		c.AllInOne.Validate(),
 	)
 }
 
@@ -139,3 +142,40 @@ func positive(field string, d time.Duration) error {
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// AllInOne configures `stormweir run`, every stage in one process.
+type AllInOne struct {
+	// DataDir holds the embedded JetStream store (and the generated
+	// webhook token when none is configured).
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+	// NATSListen, when set, opens the embedded NATS server on this
+	// address so tools can inspect and replay the streams; empty keeps it
+	// in-process only.
+	NATSListen string `mapstructure:"nats_listen" yaml:"nats_listen"`
+	// Store is memory (state lives and dies with the process) or redis
+	// (the redis section is used).
+	Store string `mapstructure:"store" yaml:"store"`
+	// Sink is kubernetes (write CRs), stdout (print them as YAML), or auto
+	// (kubernetes when a cluster answers, stdout otherwise).
+	Sink string `mapstructure:"sink" yaml:"sink"`
+}
+
+// Validate checks the allinone section.
+func (a AllInOne) Validate() error {
+	var errs []error
+	if a.DataDir == "" {
+		errs = append(errs, errors.New("allinone.data_dir: required"))
+	}
+	if a.NATSListen != "" {
+		errs = append(errs, validListen("allinone.nats_listen", a.NATSListen))
+	}
+	if a.Store != "memory" && a.Store != "redis" {
+		errs = append(errs, fmt.Errorf("allinone.store: %q is not memory or redis", a.Store))
+	}
+	switch a.Sink {
+	case "auto", "kubernetes", "stdout":
+	default:
+		errs = append(errs, fmt.Errorf("allinone.sink: %q is not auto, kubernetes or stdout", a.Sink))
+	}
+	return errors.Join(errs...)
+}

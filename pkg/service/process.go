@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -34,11 +35,11 @@ type Process struct {
 }
 
 // NewProcess connects to the bus, ensures the streams and registers the
-// bus readiness check.
-func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string) (*Process, error) {
+// bus readiness check. natsOpts are passed to the connection.
+func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, natsOpts ...nats.Option) (*Process, error) {
 	reg := NewRegistry()
 	p := &Process{Config: cfg, Log: log, Registry: reg, Health: NewHealth(reg), Metrics: bus.NewMetrics(reg)}
-	conn, err := bus.Connect(cfg.Bus, "stormweir-"+binary, log)
+	conn, err := bus.Connect(cfg.Bus, "stormweir-"+binary, log, natsOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +91,13 @@ func (p *Process) HealthServer() (*Server, error) {
 // run with a context that ends on SIGINT or SIGTERM. Exit codes: 2 for a
 // configuration error, 1 when run fails.
 func Main(binary string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
-	loaded, err := config.Load(binary, os.Args[1:])
+	MainArgs(binary, os.Args[1:], run)
+}
+
+// MainArgs is Main with the arguments given, for binaries with
+// subcommands.
+func MainArgs(binary string, args []string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
+	loaded, err := config.Load(binary, args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
 		os.Exit(2)

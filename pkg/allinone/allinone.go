@@ -1,0 +1,204 @@
+// Package allinone runs every stage of stormweir in one process, on an
+// embedded JetStream server: the receiver, deduper, aggregator and writer
+// wired exactly as in the distributed deployment, only sharing one bus
+// connection, one health endpoint and (by default) in-memory state. It is
+// the quickest way to see stormweir work, and the same code path as
+// production from the first byte received to the last byte written.
+package allinone
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/pkg/redisclient"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/storm"
+	"github.com/stormweir/stormweir/pkg/writer"
+)
+
+// Options adjust a run beyond the configuration.
+type Options struct {
+	// Out receives the printed CRs of the stdout sink; os.Stdout when nil.
+	Out io.Writer
+	// Ready, when not nil, is called with the receiver's address once
+	// every stage is wired.
+	Ready func(receiverAddr string)
+}
+
+// Run starts the embedded JetStream server and every stage, and blocks
+// until ctx ends or a stage fails.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) error {
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if err := os.MkdirAll(cfg.AllInOne.DataDir, 0o755); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	if err := ensureToken(&cfg, log); err != nil {
+		return err
+	}
+
+	srv, err := startNATS(cfg.AllInOne)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	if cfg.AllInOne.NATSListen != "" {
+		cfg.Bus.URL = srv.ClientURL()
+		log.Info("embedded nats listening", "url", cfg.Bus.URL)
+	}
+	p, err := service.NewProcess(ctx, cfg, log, "stormweir", nats.InProcessServer(srv))
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	var incidents dedup.Store
+	var storms storm.Store
+	switch cfg.AllInOne.Store {
+	case "redis":
+		rc := redisclient.New(cfg.Redis)
+		defer rc.Close()
+		incidents = dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{})
+		storms = storm.NewRedisStore(rc, cfg.Redis.KeyPrefix, 0)
+	default:
+		incidents = dedup.NewMemoryStore(cfg.Dedup, clock.Real{})
+		storms = storm.NewMemoryStore(0)
+	}
+
+	rcv, err := receiver.New(cfg, p)
+	if err != nil {
+		return err
+	}
+	dd, err := dedup.New(ctx, p, incidents)
+	if err != nil {
+		return err
+	}
+	agg, err := storm.New(ctx, p, storms, incidents, clock.Real{})
+	if err != nil {
+		return err
+	}
+	sink, err := newSink(ctx, cfg, p, incidents, o.Out, log)
+	if err != nil {
+		return err
+	}
+	log.Info("stormweir running", "receiver", rcv.Addr(), "store", cfg.AllInOne.Store, "data_dir", cfg.AllInOne.DataDir)
+	if o.Ready != nil {
+		o.Ready(rcv.Addr())
+	}
+	return service.RunAll(ctx, rcv, dd, agg, sink)
+}
+
+// newSink returns the writer for the configured (or detected) cluster, or
+// the printer when there is none.
+func newSink(ctx context.Context, cfg config.Config, p *service.Process, incidents dedup.Store, out io.Writer, log *slog.Logger) (service.Runner, error) {
+	mode := cfg.AllInOne.Sink
+	if mode == "stdout" {
+		return NewPrinter(p, out)
+	}
+	rest, err := writer.RestConfig(cfg.Writer)
+	if err == nil && mode == "auto" {
+		err = reachable(ctx, rest.Host)
+	}
+	if err != nil {
+		if mode == "kubernetes" {
+			return nil, fmt.Errorf("allinone.sink is kubernetes: %w", err)
+		}
+		log.Info("no Kubernetes cluster reachable; printing RemediationRequests instead of writing them", "reason", err.Error())
+		return NewPrinter(p, out)
+	}
+	return writer.New(writer.Options{Process: p, Store: incidents, RestConfig: rest, Clock: clock.Real{}})
+}
+
+// reachable checks that something listens at the API server's address; a
+// kubeconfig naming a cluster that is not running means "no cluster".
+func reachable(ctx context.Context, host string) error {
+	h := strings.TrimPrefix(strings.TrimPrefix(host, "https://"), "http://")
+	if i := strings.Index(h, "/"); i >= 0 {
+		h = h[:i]
+	}
+	if _, _, err := net.SplitHostPort(h); err != nil {
+		h = net.JoinHostPort(h, "443")
+	}
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", h)
+	if err != nil {
+		return fmt.Errorf("api server %s: %w", host, err)
+	}
+	return c.Close()
+}
+
+// startNATS starts the embedded JetStream server with its store under the
+// data dir, so accepted signals survive a restart of the process.
+func startNATS(cfg config.AllInOne) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "stormweir",
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.NATSListen == "",
+	}
+	if cfg.NATSListen != "" {
+		host, port, err := net.SplitHostPort(cfg.NATSListen)
+		if err != nil {
+			return nil, fmt.Errorf("allinone.nats_listen: %w", err)
+		}
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("allinone.nats_listen: %w", err)
+		}
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: not ready within 30s")
+	}
+	return srv, nil
+}
+
+// ensureToken gives the receiver a bearer token when none is configured:
+// a random one, kept in <data dir>/token so it is stable across restarts
+// and easy to read for curl.
+func ensureToken(cfg *config.Config, log *slog.Logger) error {
+	a := &cfg.Receiver.Auth
+	if a.Disabled || len(a.Tokens) > 0 || a.TokenFile != "" {
+		return nil
+	}
+	path := filepath.Join(cfg.AllInOne.DataDir, "token")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		if err := os.WriteFile(path, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing webhook token: %w", err)
+		}
+	}
+	a.TokenFile = path
+	log.Info("webhook bearer token", "file", path)
+	return nil
+}
