@@ -38,6 +38,15 @@ type Config struct {
 	StormRatio float64
 	// Namespaces spread the non-storm incidents.
 	Namespaces []string
+	// MaxPerScope, when positive, caps how many non-storm incidents share
+	// one alertname in one namespace (the aggregator's default storm
+	// scope): every MaxPerScope incidents per namespace take the next
+	// alertname (KubeContainerOOMKilled, KubeContainerOOMKilled-1, ...),
+	// so at or below the storm rate threshold they stay individual
+	// incidents and the load holds exactly one storm. Each alertname spans
+	// len(Namespaces) scopes, so keep that at or below the pattern
+	// threshold too. Zero sends every one as KubeContainerOOMKilled.
+	MaxPerScope int
 	// Seed makes a run repeatable.
 	Seed uint64
 	// Client is the HTTP client; nil uses a pooled default.
@@ -89,6 +98,7 @@ func Plan(cfg Config) ([]Alert, Expected) {
 	exp := Expected{Occurrences: map[string]int{}}
 	base := time.Now().UTC().Truncate(time.Second)
 	var pods []Alert
+	individual := 0
 	alerts := make([]Alert, 0, cfg.Alerts)
 	for i := range cfg.Alerts {
 		var a Alert
@@ -101,8 +111,15 @@ func Plan(cfg Config) ([]Alert, Expected) {
 				a = PodAlert(StormAlertname, StormNamespace, fmt.Sprintf("storm-%06d", n), base)
 				exp.StormIncidents++
 			} else {
-				ns := nss[n%len(nss)]
-				a = PodAlert("KubeContainerOOMKilled", ns, fmt.Sprintf("app-%06d", n), base)
+				ns, name := nss[n%len(nss)], "KubeContainerOOMKilled"
+				if cfg.MaxPerScope > 0 {
+					ns = nss[individual%len(nss)]
+					if g := individual / len(nss) / cfg.MaxPerScope; g > 0 {
+						name = fmt.Sprintf("%s-%d", name, g)
+					}
+				}
+				individual++
+				a = PodAlert(name, ns, fmt.Sprintf("app-%06d", n), base)
 			}
 			pods = append(pods, a)
 			exp.Incidents++

@@ -1,0 +1,410 @@
+// Package pipeline runs the distributed stormweir pipeline on one machine
+// for the crash tests and the pipeline benchmark: the four stage binaries
+// (built once per run from the working tree) as separate processes, a
+// nats-server process with JetStream, a redis-server of its own and a real
+// kube-apiserver with etcd (envtest). Any process can be SIGKILLed and
+// started again; NATS and Redis restart on the same port with the same
+// store, so a restart is a real outage followed by recovery.
+//
+// It also reads what the checks need: JetStream consumer state (to wait
+// for quiescence), the DLQ, each process's /metrics and /proc usage, and
+// the RemediationRequests in the API server.
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/loadgen"
+	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/test/testenv"
+)
+
+// Options shape a pipeline.
+type Options struct {
+	// Config adjusts the stages' configuration after the harness's
+	// defaults (see Start).
+	Config func(*config.Config)
+	// PersistentRedis runs Redis with an append-only file fsynced on every
+	// write (--appendonly yes --appendfsync always), so a Redis restart
+	// keeps the dedup and storm state, as a production Redis with
+	// persistence or a replica would. Without it a restart empties Redis.
+	PersistentRedis bool
+	// Namespaces are created in the API server before the stages start;
+	// the loadgen namespaces, loadgen.StormNamespace and the writer's
+	// fallback namespace are always created.
+	Namespaces []string
+}
+
+// Pipeline is one running distributed pipeline.
+type Pipeline struct {
+	// Dir holds the configuration file, the kubeconfig, the NATS store and
+	// every process's log.
+	Dir string
+	// Config is what the stages run with (receiver tokens included).
+	Config config.Config
+	// Token authenticates webhooks at the receiver.
+	Token string
+	// ReceiverURL is the receiver's base URL.
+	ReceiverURL string
+	// NATSURL is the nats-server client URL (stable across restarts).
+	NATSURL string
+	// NATS is the nats-server process.
+	NATS *Process
+	// Redis is the pipeline's own redis-server.
+	Redis *testenv.RedisServer
+	// API is the Kubernetes API server the writer writes to.
+	API *APIServer
+	// Procs are the stage processes by name (Receiver, Deduper, ...).
+	Procs map[string]*Process
+	// Bus is the harness's own connection, for consumer state, the DLQ
+	// and JetStream measurements; it reconnects across NATS restarts.
+	Bus *nats.Conn
+	JS  jetstream.JetStream
+
+	tb      testing.TB
+	subj    bus.Subjects
+	storeJS string
+	http    *http.Client
+}
+
+// Start starts NATS, Redis, the API server and the four stages, waits
+// until every stage is ready, and stops everything at the test's cleanup.
+//
+// The harness's configuration departs from the defaults where a test on
+// one machine needs it, and only there: AckWait 5s without a server-side
+// BackOff and retry delays up to 5s (a killed stage's messages come back
+// in seconds, not minutes); writer QPS 1000 / burst 2000 (the API server is
+// local; the default 50 QPS is for shared clusters); a drain budget of 5s;
+// unique bus and Redis key prefixes.
+func Start(tb testing.TB, o Options) *Pipeline {
+	tb.Helper()
+	bins, err := binaries()
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	id := testenv.RandomID()[:8]
+	dir := tb.TempDir()
+	p := &Pipeline{
+		Dir:   dir,
+		Token: "pipeline-token-" + id + "-0123456789",
+		Procs: map[string]*Process{},
+		tb:    tb,
+		http:  &http.Client{Timeout: 10 * time.Second},
+	}
+
+	// NATS.
+	natsPort := testenv.FreePort(tb)
+	p.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+	p.storeJS = filepath.Join(dir, "jetstream")
+	p.NATS = &Process{
+		Name: natsServer,
+		Log:  filepath.Join(dir, "nats-server.log"),
+		bin:  filepath.Join(bins, natsServer),
+		args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", p.storeJS, "--name", "stormweir-pipeline"},
+	}
+	p.startNATS()
+	tb.Cleanup(func() { p.NATS.Stop(10 * time.Second) })
+	nc, err := nats.Connect(p.NATSURL, nats.Name("stormweir-pipeline-harness"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		tb.Fatalf("connecting to nats-server: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	p.Bus = nc
+	if p.JS, err = jetstream.New(nc); err != nil {
+		tb.Fatalf("jetstream: %v", err)
+	}
+
+	// Redis.
+	var redisArgs []string
+	if o.PersistentRedis {
+		redisArgs = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	p.Redis = testenv.StartRedisServer(tb, redisArgs...)
+
+	// API server.
+	p.API, err = StartAPIServer(dir)
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	tb.Cleanup(func() { _ = p.API.Stop() })
+
+	// Configuration shared by the stages.
+	cfg := config.Default()
+	cfg.Log.Level = "info"
+	cfg.Bus.URL = p.NATSURL
+	cfg.Bus.Prefix = "swp-" + id
+	cfg.Bus.Consumer.AckWait = 5 * time.Second
+	cfg.Bus.Consumer.BackOff = nil
+	cfg.Bus.Consumer.RetryDelays = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second}
+	cfg.Redis.Addrs = []string{p.Redis.Addr}
+	cfg.Redis.KeyPrefix = "swp-" + id
+	cfg.Worker.DrainTimeout = 5 * time.Second
+	cfg.Writer.Kubeconfig = p.API.Kubeconfig
+	cfg.Writer.QPS, cfg.Writer.Burst = 1000, 2000
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	cfg.Receiver.Auth.Tokens = []string{p.Token}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatalf("pipeline configuration: %v", err)
+	}
+	p.Config = cfg
+	p.subj = bus.NewSubjects(cfg.Bus.Prefix)
+	fileCfg := cfg
+	fileCfg.Receiver.Auth.Tokens = nil // passed in the environment, not on disk
+	b, err := yaml.Marshal(fileCfg)
+	if err != nil {
+		tb.Fatalf("encoding the stage configuration: %v", err)
+	}
+	cfgPath := filepath.Join(dir, "stormweir.yaml")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		tb.Fatalf("writing %s: %v", cfgPath, err)
+	}
+
+	ctx := context.Background()
+	nss := append([]string{loadgen.StormNamespace, cfg.Writer.FallbackNamespace, "payments", "checkout", "search", "identity"}, o.Namespaces...)
+	for _, ns := range nss {
+		if err := p.API.Namespace(ctx, ns); err != nil {
+			tb.Fatalf("%v", err)
+		}
+	}
+
+	// Stages, in pipeline order (the receiver last, so nothing is accepted
+	// before every consumer exists; not required, but tidy).
+	for _, name := range []string{Deduper, Aggregator, Writer, Receiver} {
+		port := strconv.Itoa(testenv.FreePort(tb))
+		env := []string{"STORMWEIR_CONFIG=" + cfgPath}
+		proc := &Process{Name: name, Log: filepath.Join(dir, name+".log"), bin: filepath.Join(bins, name)}
+		if name == Receiver {
+			env = append(env, "STORMWEIR_RECEIVER_LISTEN=127.0.0.1:"+port, "STORMWEIR_RECEIVER_AUTH_TOKENS="+p.Token)
+			p.ReceiverURL = "http://127.0.0.1:" + port
+		} else {
+			env = append(env, "STORMWEIR_WORKER_LISTEN=127.0.0.1:"+port)
+		}
+		proc.HealthURL = "http://127.0.0.1:" + port
+		proc.env = env
+		p.Procs[name] = proc
+		tb.Cleanup(func() { proc.Stop(10 * time.Second) })
+		p.Start(name)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			p.logTails()
+		}
+	})
+	return p
+}
+
+func (p *Pipeline) logTails() {
+	for _, name := range Stages {
+		proc := p.Procs[name]
+		warn := proc.Grep(`"level":"ERROR"`)
+		if len(warn) > 20 {
+			warn = warn[len(warn)-20:]
+		}
+		p.tb.Logf("%s (log %s): %d starts; last errors:\n%s\nlast lines:\n%s", name, proc.Log, proc.Starts,
+			strings.Join(warn, "\n"), proc.Tail(15))
+	}
+}
+
+// Start starts stage name (again) and waits until its /readyz answers 200.
+func (p *Pipeline) Start(name string) {
+	p.tb.Helper()
+	proc := p.Procs[name]
+	if err := proc.start(); err != nil {
+		p.tb.Fatalf("%v", err)
+	}
+	if err := proc.waitReady(proc.HealthURL+"/readyz", 90*time.Second); err != nil {
+		p.tb.Fatalf("%v", err)
+	}
+}
+
+// Kill SIGKILLs stage name.
+func (p *Pipeline) Kill(name string) { p.Procs[name].Kill() }
+
+// Restart SIGKILLs stage name, starts it again and waits until it is
+// ready.
+func (p *Pipeline) Restart(name string) {
+	p.tb.Helper()
+	p.Kill(name)
+	p.Start(name)
+}
+
+func (p *Pipeline) startNATS() {
+	p.tb.Helper()
+	if err := p.NATS.start(); err != nil {
+		p.tb.Fatalf("%v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(p.NATSURL, nats.Timeout(time.Second))
+		if err == nil {
+			nc.Close()
+			return
+		}
+		if p.NATS.Exited() || time.Now().After(deadline) {
+			p.tb.Fatalf("nats-server did not come up at %s: %v; log:\n%s", p.NATSURL, err, p.NATS.Tail(30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// RestartNATS SIGKILLs nats-server and starts it again on the same port
+// with the same store directory; JetStream recovers the streams and
+// consumers from disk.
+func (p *Pipeline) RestartNATS(down time.Duration) {
+	p.tb.Helper()
+	p.NATS.Kill()
+	time.Sleep(down)
+	p.startNATS()
+}
+
+// RestartRedis SIGKILLs redis-server and starts it again on the same port
+// and directory (with PersistentRedis the append-only file brings the
+// state back).
+func (p *Pipeline) RestartRedis(down time.Duration) {
+	p.tb.Helper()
+	p.Redis.Stop()
+	time.Sleep(down)
+	p.Redis.Start()
+}
+
+// WebhookURL is the receiver's Alertmanager endpoint.
+func (p *Pipeline) WebhookURL() string { return p.ReceiverURL + receiver.PathAlertmanager }
+
+// Load fills in the receiver URL and token and runs loadgen.
+func (p *Pipeline) Load(ctx context.Context, cfg loadgen.Config) (loadgen.Report, error) {
+	cfg.URL, cfg.Token = p.WebhookURL(), p.Token
+	return loadgen.Run(ctx, cfg, nil)
+}
+
+// Subjects are the pipeline's subjects and stream names.
+func (p *Pipeline) Subjects() bus.Subjects { return p.subj }
+
+// ConsumerState is one durable consumer's backlog.
+type ConsumerState struct {
+	// Pending counts stream messages not yet delivered.
+	Pending uint64
+	// AckPending counts delivered, unacknowledged messages (in flight or
+	// waiting for redelivery).
+	AckPending int
+	// Redelivered counts messages delivered more than once and pending.
+	Redelivered int
+}
+
+// Idle reports whether nothing waits for the consumer.
+func (c ConsumerState) Idle() bool { return c.Pending == 0 && c.AckPending == 0 }
+
+// consumers are the pipeline's durables and their streams.
+var consumers = []struct{ durable, stream string }{
+	{Deduper, bus.StreamSignals},
+	{Aggregator, bus.StreamIncidents},
+	{Writer, bus.StreamIncidents},
+}
+
+// Consumers returns the state of the three durables (deduper,
+// aggregator, writer).
+func (p *Pipeline) Consumers(ctx context.Context) (map[string]ConsumerState, error) {
+	out := map[string]ConsumerState{}
+	for _, c := range consumers {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := p.JS.Consumer(cctx, p.subj.StreamName(c.stream), c.durable)
+		if err == nil {
+			var info *jetstream.ConsumerInfo
+			info, err = cons.Info(cctx)
+			if err == nil {
+				out[c.durable] = ConsumerState{Pending: info.NumPending, AckPending: info.NumAckPending, Redelivered: info.NumRedelivered}
+			}
+		}
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("reading consumer %s: %w", c.durable, err)
+		}
+	}
+	return out, nil
+}
+
+// WaitIdle polls the consumers until every one is idle on three polls in
+// a row (half a second apart), or timeout passes.
+func (p *Pipeline) WaitIdle(ctx context.Context, timeout time.Duration) (map[string]ConsumerState, error) {
+	deadline := time.Now().Add(timeout)
+	streak := 0
+	var last map[string]ConsumerState
+	var lastErr error
+	for {
+		st, err := p.Consumers(ctx)
+		if err == nil {
+			last, lastErr = st, nil
+			idle := true
+			for _, c := range st {
+				idle = idle && c.Idle()
+			}
+			if idle {
+				streak++
+			} else {
+				streak = 0
+			}
+			if streak >= 3 {
+				return st, nil
+			}
+		} else {
+			lastErr, streak = err, 0
+		}
+		if time.Now().After(deadline) {
+			return last, fmt.Errorf("pipeline not idle within %s: consumers %+v, last error %v", timeout, last, lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// DLQ counts the messages in the pipeline's DLQ stream.
+func (p *Pipeline) DLQ(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := p.JS.Stream(ctx, p.subj.StreamName(bus.StreamDLQ))
+	if err != nil {
+		return 0, fmt.Errorf("reading the DLQ stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading the DLQ stream: %w", err)
+	}
+	return info.State.Msgs, nil
+}
+
+// Metrics scrapes stage name's /metrics.
+func (p *Pipeline) Metrics(ctx context.Context, name string) (Metrics, error) {
+	return Scrape(ctx, p.http, p.Procs[name].HealthURL+"/metrics")
+}
+
+// Logger is a logger for harness messages.
+func Logger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(b []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
