@@ -86,41 +86,40 @@ if seen then
     return {d, 1}
   end
 end
+local firing = ARGV[2] == '1'
 local r = live()
-local d
+local d, ttl
 if not r then
-  if ARGV[2] == '1' then
-    d = 'new'
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'id', ARGV[3], 'state', 'firing', 'count', 1, 'flaps', 0,
-      'first', ARGV[1], 'last', ARGV[1], 'resolved', '0', 'rev', 1, 'route', '', 'exp', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if firing then
+    d, ttl = 'new', ARGV[5]
+    r = {ARGV[3], 'firing', '0', '0', ARGV[1], ARGV[1], '0', '0', '', ARGV[4]}
   else
     d = 'resolved_unknown'
   end
 elseif r[2] == 'firing' then
-  if ARGV[2] == '1' then
-    d = 'occurrence'
-    redis.call('HINCRBY', KEYS[1], 'count', 1)
-    redis.call('HSET', KEYS[1], 'last', ARGV[1], 'exp', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if firing then
+    d, ttl = 'occurrence', ARGV[5]
+    r[6], r[10] = ARGV[1], ARGV[4]
   else
-    d = 'resolved'
-    redis.call('HSET', KEYS[1], 'state', 'resolved', 'resolved', ARGV[1], 'exp', ARGV[6])
-    redis.call('PEXPIRE', KEYS[1], ARGV[7])
+    d, ttl = 'resolved', ARGV[7]
+    r[2], r[7], r[10] = 'resolved', ARGV[1], ARGV[6]
   end
-  redis.call('HINCRBY', KEYS[1], 'rev', 1)
-elseif ARGV[2] == '1' then
-  d = 'reopened'
-  redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('HINCRBY', KEYS[1], 'flaps', 1)
-  redis.call('HINCRBY', KEYS[1], 'rev', 1)
-  redis.call('HSET', KEYS[1], 'state', 'firing', 'last', ARGV[1], 'resolved', '0', 'exp', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+elseif firing then
+  d, ttl = 'reopened', ARGV[5]
+  r[2], r[6], r[7], r[10] = 'firing', ARGV[1], '0', ARGV[4]
+  r[4] = tostring(tonumber(r[4]) + 1)
 else
   d = 'resolved_unknown'
 end
-r = live()
+if ttl then
+  -- One write of every field: the script is atomic, so computing the new
+  -- values here is as safe as HINCRBY and costs one command.
+  if firing then r[3] = tostring(tonumber(r[3]) + 1) end
+  r[8] = tostring(tonumber(r[8]) + 1)
+  redis.call('HSET', KEYS[1], 'id', r[1], 'state', r[2], 'count', r[3], 'flaps', r[4], 'first', r[5],
+    'last', r[6], 'resolved', r[7], 'rev', r[8], 'route', r[9], 'exp', r[10])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
 local id = ''
 if r then id = r[1] end
 redis.call('SET', KEYS[2], d .. '|' .. ARGV[8] .. '|' .. id, 'PX', ARGV[9])
