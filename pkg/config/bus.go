@@ -47,7 +47,9 @@ type Consumer struct {
 	// still fails goes to the DLQ; -1 retries for ever.
 	MaxDeliver int `mapstructure:"max_deliver" yaml:"max_deliver"`
 	// BackOff is the server's redelivery schedule for messages whose ack
-	// never came (a crashed or stuck worker); it overrides AckWait.
+	// never came (a crashed or stuck worker); it overrides AckWait. Empty
+	// by default: nats-server also times a NakWithDelay redelivery against
+	// BackOff, so a schedule here would stretch every retry delay.
 	BackOff []time.Duration `mapstructure:"backoff" yaml:"backoff"`
 	// RetryDelays are the NakWithDelay delays after a transient failure,
 	// by delivery number; the last repeats.
@@ -74,7 +76,6 @@ func DefaultBus() Bus {
 		Consumer: Consumer{
 			AckWait:       30 * time.Second,
 			MaxDeliver:    60,
-			BackOff:       []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute},
 			RetryDelays:   []time.Duration{250 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
 			MaxAckPending: 4096,
 			Concurrency:   64,
