@@ -27,15 +27,16 @@ type Process struct {
 	Log string
 	// HealthURL serves /healthz, /readyz and /metrics ("" for nats-server).
 	HealthURL string
+	// Starts counts how often the process was started.
+	Starts int
 
 	bin  string
 	args []string
 	env  []string
 
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	done  chan struct{}
-	Starts int
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // start launches the process; it does not wait for readiness.
