@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stormweir/stormweir/pkg/bus"
@@ -407,4 +408,63 @@ type tbWriter struct{ tb testing.TB }
 func (w tbWriter) Write(b []byte) (int, error) {
 	w.tb.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// Usages reads every pipeline process's CPU time and memory: the stages
+// from their /metrics (process_cpu_seconds_total,
+// process_resident_memory_bytes) with the peak from /proc, nats-server
+// from /proc, redis-server from INFO, kube-apiserver and etcd from their
+// /metrics.
+func (p *Pipeline) Usages(ctx context.Context) (map[string]Usage, error) {
+	out := map[string]Usage{}
+	fromMetrics := func(m Metrics) Usage {
+		return Usage{
+			CPU: time.Duration(m.Sum("process_cpu_seconds_total", nil) * float64(time.Second)),
+			RSS: int64(m.Sum("process_resident_memory_bytes", nil)),
+		}
+	}
+	for _, name := range Stages {
+		if p.Procs[name].Pid() == 0 {
+			continue // stopped
+		}
+		m, err := p.Metrics(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		u := fromMetrics(m)
+		if pu, err := p.Procs[name].Usage(); err == nil {
+			u.PeakRSS = pu.PeakRSS
+		}
+		out[name] = u
+	}
+	u, err := p.NATS.Usage()
+	if err != nil {
+		return nil, err
+	}
+	out[natsServer] = u
+	rc := redis.NewClient(&redis.Options{Addr: p.Redis.Addr})
+	defer rc.Close()
+	info, err := rc.Info(ctx, "cpu", "memory").Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading redis INFO: %w", err)
+	}
+	var ru Usage
+	for line := range strings.SplitSeq(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		f, _ := strconv.ParseFloat(v, 64)
+		switch k {
+		case "used_cpu_sys", "used_cpu_user":
+			ru.CPU += time.Duration(f * float64(time.Second))
+		case "used_memory_rss":
+			ru.RSS = int64(f)
+		}
+	}
+	out["redis-server"] = ru
+	if m, err := p.API.Metrics(ctx); err == nil {
+		out["kube-apiserver"] = fromMetrics(m)
+	}
+	if m, err := p.API.EtcdMetrics(ctx); err == nil {
+		out["etcd"] = fromMetrics(m)
+	}
+	return out, nil
 }

@@ -1,0 +1,484 @@
+// Command bench measures the distributed pipeline on this machine: the four
+// stage processes, nats-server, redis-server and a real kube-apiserver
+// (envtest), driven by pkg/loadgen. Each scenario runs on a fresh
+// pipeline, so its numbers (and each process's CPU and memory) are its
+// own. Baselines are measured in the same run: the raw JetStream
+// async-publish-with-msg-id ceiling and the API server's own create rate.
+//
+//	KUBEBUILDER_ASSETS="$(hack/test-deps.sh | tail -n 1)" go run ./test/bench -out BENCHMARKS.md
+//
+// (make bench-pipeline does exactly that.) -scenario runs a subset.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/loadgen"
+	"github.com/stormweir/stormweir/test/pipeline"
+)
+
+// row is one line of the results table.
+type row struct {
+	scenario, target, result, verdict, command string
+}
+
+// usageRow is one process's CPU and memory in one scenario.
+type usageRow struct {
+	scenario, process string
+	cpu               time.Duration
+	wall              time.Duration
+	rss, peak         int64
+}
+
+type bench struct {
+	tb       *pipeline.ProgramTB
+	rows     []row
+	usages   []usageRow
+	notes    []string
+	ceiling  float64 // JetStream async publish with msg-id, msgs/s
+	apiRate  float64 // API server's own create rate, objects/s
+	precurse int
+}
+
+func main() {
+	out := flag.String("out", "", "write the Markdown report to this file (default: stdout only)")
+	only := flag.String("scenario", "", "comma-separated scenarios to run (default all): "+strings.Join(scenarioNames(), ","))
+	flag.Parse()
+	b := &bench{tb: pipeline.NewProgramTB("bench"), precurse: config.DefaultAggregator().RateThreshold}
+	defer pipeline.RemoveBinaries()
+	want := map[string]bool{}
+	for s := range strings.SplitSeq(*only, ",") {
+		if s != "" {
+			want[s] = true
+		}
+	}
+	start := time.Now()
+	for _, s := range scenarios {
+		if len(want) > 0 && !want[s.name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "=== %s\n", s.name)
+		tb := pipeline.NewProgramTB(s.name)
+		b.tb = tb
+		s.run(b)
+		tb.Close()
+	}
+	md := b.markdown(time.Since(start))
+	fmt.Print(md)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+}
+
+type scenario struct {
+	name string
+	run  func(b *bench)
+}
+
+var scenarios = []scenario{
+	{"receiver", (*bench).receiverAlone},
+	{"pipeline", (*bench).fullPipeline},
+	{"duplicates", (*bench).singleDuplicates},
+	{"new-incidents", (*bench).newIncidents},
+	{"latency", (*bench).latency},
+	{"storm", (*bench).storm},
+}
+
+func scenarioNames() []string {
+	var n []string
+	for _, s := range scenarios {
+		n = append(n, s.name)
+	}
+	return n
+}
+
+func command(s string) string {
+	// The pipe is escaped: the command sits in a Markdown table cell.
+	return fmt.Sprintf("`KUBEBUILDER_ASSETS=\"$(hack/test-deps.sh \\| tail -n 1)\" go run ./test/bench -scenario %s`", s)
+}
+
+func (b *bench) add(r row) {
+	fmt.Fprintf(os.Stderr, "result: %s: %s (%s)\n", r.scenario, r.result, r.verdict)
+	b.rows = append(b.rows, r)
+}
+
+func (b *bench) note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	fmt.Fprintln(os.Stderr, "note: "+s)
+	b.notes = append(b.notes, s)
+}
+
+func verdict(ok bool, miss string) string {
+	if ok {
+		return "met"
+	}
+	return "missed: " + miss
+}
+
+func (b *bench) must(err error, what string) {
+	if err != nil {
+		b.tb.Fatalf("%s: %v", what, err)
+	}
+}
+
+// snapshot reads every process's usage.
+func (b *bench) snapshot(p *pipeline.Pipeline) map[string]pipeline.Usage {
+	u, err := p.Usages(context.Background())
+	b.must(err, "reading process usage")
+	// The load generator runs in this process.
+	self, err := pipeline.ProcUsage(os.Getpid())
+	b.must(err, "reading the benchmark's own usage")
+	u["loadgen (bench)"] = self
+	return u
+}
+
+// recordUsage keeps each process's CPU over the scenario and its memory.
+func (b *bench) recordUsage(scenario string, before, after map[string]pipeline.Usage, wall time.Duration) {
+	names := make([]string, 0, len(after))
+	for name := range after {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		a := after[name]
+		b.usages = append(b.usages, usageRow{scenario: scenario, process: name, cpu: a.CPU - before[name].CPU, wall: wall, rss: a.RSS, peak: a.PeakRSS})
+	}
+}
+
+// ceilingJetStream publishes n 512-byte messages asynchronously with a
+// msg-id into a file stream of the pipeline's nats-server and waits for
+// every ack: the ceiling the receiver's publishing is compared with.
+func (b *bench) ceilingJetStream(p *pipeline.Pipeline, n int) float64 {
+	ctx := context.Background()
+	_, err := p.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "CEILING", Subjects: []string{"ceiling.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	b.must(err, "creating the ceiling stream")
+	defer func() { _ = p.JS.DeleteStream(ctx, "CEILING") }()
+	js, err := jetstream.New(p.Bus, jetstream.WithPublishAsyncMaxPending(4096))
+	b.must(err, "jetstream")
+	data := make([]byte, 512)
+	start := time.Now()
+	for i := range n {
+		if _, err := js.PublishAsync("ceiling.x", data, jetstream.WithMsgID(fmt.Sprintf("c-%d", i))); err != nil {
+			b.must(err, "publishing to the ceiling stream")
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.tb.Fatalf("ceiling publishes not acknowledged within a minute")
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	fmt.Fprintf(os.Stderr, "jetstream async publish with msg-id: %.0f msgs/s\n", rate)
+	return rate
+}
+
+// receiverAlone stops the three workers and measures what the receiver
+// accepts: 100-alert webhooks, all new, as fast as it answers.
+func (b *bench) receiverAlone() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	b.ceiling = b.ceilingJetStream(p, 200_000)
+	for _, s := range []string{pipeline.Deduper, pipeline.Aggregator, pipeline.Writer} {
+		p.Procs[s].Stop(10 * time.Second)
+	}
+	before := b.snapshot(p)
+	rep, err := p.Load(context.Background(), loadgen.Config{Alerts: 200_000, BatchSize: 100, Concurrency: 8, MaxPerScope: 5, Seed: 1})
+	b.must(err, "receiver load")
+	after := b.snapshot(p)
+	b.recordUsage("receiver", before, after, rep.Elapsed)
+	ratio := rep.AcceptedPerSec / b.ceiling
+	b.add(row{
+		scenario: "receiver alone, 100-alert webhooks (200,000 alerts, 8 connections)",
+		target:   "≥ 50,000 alerts/s and ≥ 50% of the JetStream ceiling",
+		result: fmt.Sprintf("%.0f alerts/s accepted (%d errors; request p50 %s, p99 %s); JetStream async publish + msg-id ceiling %.0f msgs/s in the same run; ratio %.0f%%",
+			rep.AcceptedPerSec, rep.Errors, rep.P50.Round(time.Millisecond), rep.P99.Round(time.Millisecond), b.ceiling, 100*ratio),
+		verdict: verdict(rep.AcceptedPerSec >= 50_000 && ratio >= 0.5, fmt.Sprintf("%.0f%% of 50,000/s", 100*rep.AcceptedPerSec/50_000)),
+		command: command("receiver"),
+	})
+}
+
+// drain runs a load and waits until the pipeline made exactly what it
+// implies, returning the report and the time from the load's start to
+// that point.
+func (b *bench) drain(p *pipeline.Pipeline, cfg loadgen.Config, timeout time.Duration) (loadgen.Report, pipeline.Result, time.Duration, map[string]time.Duration) {
+	ctx := context.Background()
+	start := time.Now()
+	idle := map[string]time.Duration{}
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// When each consumer first caught up after the load was sent.
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			st, err := p.Consumers(ctx)
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			for name, c := range st {
+				if _, ok := idle[name]; !ok && c.Idle() && time.Since(start) > time.Second {
+					idle[name] = time.Since(start)
+				}
+				if !c.Idle() {
+					delete(idle, name)
+				}
+			}
+			mu.Unlock()
+		}
+	})
+	rep, err := p.Load(ctx, cfg)
+	b.must(err, "running the load")
+	if rep.Errors > 0 {
+		b.note("%d webhook errors in a load of %d requests", rep.Errors, rep.Requests)
+	}
+	res, err := p.WaitCheck(ctx, rep.Expected, b.precurse, timeout)
+	b.must(err, "waiting for the pipeline")
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	return rep, res, took, idle
+}
+
+// fullPipeline: 100-alert webhooks with 70% duplicates and one storm, as
+// fast as the receiver accepts; end to end is until every request exists
+// with its exact count.
+func (b *bench) fullPipeline() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	cfg := loadgen.Config{Alerts: 50_000, BatchSize: 100, Concurrency: 4, DuplicateRatio: 0.7, StormRatio: 0.1, MaxPerScope: 5, Seed: 2}
+	before := b.snapshot(p)
+	rep, res, took, idle := b.drain(p, cfg, 10*time.Minute)
+	after := b.snapshot(p)
+	b.recordUsage("pipeline", before, after, took)
+	e2e := float64(cfg.Alerts) / took.Seconds()
+	b.add(row{
+		scenario: "full pipeline, 100-alert webhooks, 70% duplicates, one storm (50,000 alerts, 4 connections)",
+		target:   "≥ 10,000 alerts/s sustained, zero loss, counts exact",
+		result: fmt.Sprintf("accepted %.0f alerts/s; end to end %.0f alerts/s (%s until every request was exact; deduper caught up at %s, aggregator %s, writer %s); %d requests for %d incidents (want %d), lost %d, duplicated %d, wrong counts %d",
+			rep.AcceptedPerSec, e2e, took.Round(100*time.Millisecond), idle[pipeline.Deduper].Round(100*time.Millisecond), idle[pipeline.Aggregator].Round(100*time.Millisecond), idle[pipeline.Writer].Round(100*time.Millisecond),
+			res.Requests, rep.Expected.Incidents, res.Want, len(res.Lost), len(res.Duplicated), len(res.WrongCount)),
+		verdict: verdict(e2e >= 10_000 && res.OK(b.precurse), fmt.Sprintf("%.0f%% of 10,000/s", 100*e2e/10_000)),
+		command: command("pipeline"),
+	})
+}
+
+// singleDuplicates: single-alert POSTs, every one a repeat of the same
+// incident; end to end is until the request's count equals the alerts.
+func (b *bench) singleDuplicates() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	cfg := loadgen.Config{Alerts: 60_000, BatchSize: 1, Concurrency: 32, DuplicateRatio: 1, MaxPerScope: 5, Seed: 3}
+	before := b.snapshot(p)
+	rep, res, took, idle := b.drain(p, cfg, 10*time.Minute)
+	after := b.snapshot(p)
+	b.recordUsage("duplicates", before, after, took)
+	e2e := float64(cfg.Alerts) / took.Seconds()
+	b.add(row{
+		scenario: "single-alert POSTs, all duplicates of one incident (60,000 requests, 32 connections)",
+		target:   "≥ 12,000 alerts/s end to end",
+		result: fmt.Sprintf("accepted %.0f alerts/s (request p50 %s, p99 %s); end to end %.0f alerts/s (%s until the one request counted every alert; deduper caught up at %s); requests %d (want %d), wrong counts %d",
+			rep.AcceptedPerSec, rep.P50.Round(100*time.Microsecond), rep.P99.Round(100*time.Microsecond), e2e, took.Round(100*time.Millisecond), idle[pipeline.Deduper].Round(100*time.Millisecond), res.Requests, res.Want, len(res.WrongCount)),
+		verdict: verdict(e2e >= 12_000 && res.Requests == res.Want && len(res.WrongCount) == 0, fmt.Sprintf("%.0f%% of 12,000/s", 100*e2e/12_000)),
+		command: command("duplicates"),
+	})
+}
+
+// rawCreates creates n RemediationRequests straight through the API with
+// 32 concurrent clients: the API server's own create rate.
+func (b *bench) rawCreates(p *pipeline.Pipeline, n int) float64 {
+	ctx := context.Background()
+	b.must(p.API.Namespace(ctx, "raw"), "creating namespace raw")
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	now := metav1.Now()
+	start := time.Now()
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				rr := &v1alpha1.RemediationRequest{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "raw", Name: fmt.Sprintf("rr-raw-%06d", i), Labels: map[string]string{v1alpha1.LabelSignal: "KubeContainerOOMKilled"}},
+					Spec: v1alpha1.RemediationRequestSpec{
+						Fingerprint: fmt.Sprintf("%064d", i), IncidentID: fmt.Sprintf("raw%06d", i),
+						Signal:      v1alpha1.SignalRef{Name: "KubeContainerOOMKilled", Source: "alertmanager", Severity: "warning"},
+						Target:      v1alpha1.Target{Kind: "Pod", Name: fmt.Sprintf("app-%06d", i), Namespace: "raw"},
+						Environment: "unknown", Priority: "P2",
+						Labels:      map[string]string{"alertname": "KubeContainerOOMKilled", "namespace": "raw", "pod": fmt.Sprintf("app-%06d", i)},
+						FiringTime:  now, ReceivedTime: now,
+					},
+				}
+				if err := p.API.Client.Create(ctx, rr); err != nil {
+					if failed.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "raw create failed: %v\n", err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	rate := float64(n) / time.Since(start).Seconds()
+	fmt.Fprintf(os.Stderr, "API server raw create rate: %.0f/s (%d failed)\n", rate, failed.Load())
+	return rate
+}
+
+// newIncidents: every alert a new incident (none forming a storm); the
+// writer's CR rate against the API server's own create rate.
+func (b *bench) newIncidents() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	b.apiRate = b.rawCreates(p, 5000)
+	cfg := loadgen.Config{Alerts: 10_000, BatchSize: 100, Concurrency: 4, MaxPerScope: 5, Seed: 4}
+	before := b.snapshot(p)
+	m0, err := p.Metrics(context.Background(), pipeline.Writer)
+	b.must(err, "writer metrics")
+	rep, res, took, _ := b.drain(p, cfg, 10*time.Minute)
+	after := b.snapshot(p)
+	m1, err := p.Metrics(context.Background(), pipeline.Writer)
+	b.must(err, "writer metrics")
+	b.recordUsage("new-incidents", before, after, took)
+	created := m1.Sum("stormweir_writer_crs_created_total", nil) - m0.Sum("stormweir_writer_crs_created_total", nil)
+	rate := created / took.Seconds()
+	ratio := rate / b.apiRate
+	b.add(row{
+		scenario: "new incidents only (10,000 alerts in 100-alert webhooks, no storm)",
+		target:   "≥ 215 CRs/s and ≥ 80% of the API server's own create rate",
+		result: fmt.Sprintf("%.0f CRs/s (%.0f created in %s, load accepted at %.0f alerts/s; %d requests, want %d); API server's own create rate in the same run %.0f/s (32 clients); ratio %.0f%%",
+			rate, created, took.Round(100*time.Millisecond), rep.AcceptedPerSec, res.Requests, res.Want, b.apiRate, 100*ratio),
+		verdict: verdict(rate >= 215 && ratio >= 0.8, fmt.Sprintf("%.0f%% of 215/s, %.0f%% of the API server's rate", 100*rate/215, 100*ratio)),
+		command: command("new-incidents"),
+	})
+}
+
+// latency: 100 new incidents a second, one alert a request, for 30 s;
+// receipt → CR written from the writer's end-to-end histogram.
+func (b *bench) latency() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	ctx := context.Background()
+	m0, err := p.Metrics(ctx, pipeline.Writer)
+	b.must(err, "writer metrics")
+	cfg := loadgen.Config{Alerts: 3000, BatchSize: 1, Rate: 100, Concurrency: 8, MaxPerScope: 5, Seed: 5}
+	before := b.snapshot(p)
+	_, res, took, _ := b.drain(p, cfg, 5*time.Minute)
+	after := b.snapshot(p)
+	b.recordUsage("latency", before, after, took)
+	m1, err := p.Metrics(ctx, pipeline.Writer)
+	b.must(err, "writer metrics")
+	h := m1.Histogram("stormweir_writer_e2e_latency_seconds").Minus(m0.Histogram("stormweir_writer_e2e_latency_seconds"))
+	p50, p99 := h.Quantile(0.5), h.Quantile(0.99)
+	ms := func(s float64) string { return fmt.Sprintf("%.1f ms", s*1000) }
+	b.add(row{
+		scenario: "receipt → CR written at 100 new incidents/s (3,000 single-alert POSTs over 30 s)",
+		target:   "p50 ≤ 50 ms, p99 ≤ 250 ms",
+		result: fmt.Sprintf("p50 %s, p99 %s (stormweir_writer_e2e_latency_seconds, %d writes, interpolated in exponential buckets); %d requests, want %d",
+			ms(p50), ms(p99), int(h.Count), res.Requests, res.Want),
+		verdict: verdict(p50 <= 0.05 && p99 <= 0.25, fmt.Sprintf("p50 %.1fx, p99 %.1fx the target", p50/0.05, p99/0.25)),
+		command: command("latency"),
+	})
+}
+
+// storm: 100,000 alerts of one storm in 60 s; counts the API server's
+// writes to RemediationRequests and the stages' memory under it.
+func (b *bench) storm() {
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	ctx := context.Background()
+	a0, err := p.API.Metrics(ctx)
+	b.must(err, "API server metrics")
+	cfg := loadgen.Config{Alerts: 100_000, BatchSize: 100, Rate: 100_000.0 / 60, Concurrency: 4, DuplicateRatio: 0.9, StormRatio: 1, Seed: 6}
+	before := b.snapshot(p)
+	peak := map[string]int64{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+			for _, s := range pipeline.Stages {
+				if u, err := p.Procs[s].Usage(); err == nil {
+					peak[s] = max(peak[s], u.RSS)
+				}
+			}
+		}
+	})
+	rep, res, took, _ := b.drain(p, cfg, 10*time.Minute)
+	close(stop)
+	wg.Wait()
+	after := b.snapshot(p)
+	b.recordUsage("storm", before, after, took)
+	a1, err := p.API.Metrics(ctx)
+	b.must(err, "API server metrics")
+	writes := pipeline.RequestWrites(a1) - pipeline.RequestWrites(a0)
+	b.add(row{
+		scenario: "one storm: 100,000 alerts in 60 s (100-alert webhooks, 90% repeats, 10,000 pods)",
+		target:   "1 storm CR (+ precursors), ≤ 200 API writes",
+		result: fmt.Sprintf("%d storm CR, %d precursors, %d requests (want %d); storm members %d (want %d), occurrences %d (want %d); %.0f API writes to RemediationRequests (apiserver_request_total); accepted %.0f alerts/s, settled after %s",
+			res.StormRequests, res.Precursors, res.Requests, res.Want, res.StormMembers, res.WantStormMembers, res.StormOccurrences, res.WantStormOccurrences, writes, rep.AcceptedPerSec, took.Round(100*time.Millisecond)),
+		verdict: verdict(res.OK(b.precurse) && writes <= 200, fmt.Sprintf("%.0f writes", writes)),
+		command: command("storm"),
+	})
+	var parts []string
+	worst := int64(0)
+	for _, s := range pipeline.Stages {
+		parts = append(parts, fmt.Sprintf("%s %.0f MiB", s, float64(peak[s])/(1<<20)))
+		worst = max(worst, peak[s])
+	}
+	b.add(row{
+		scenario: "RSS per stage process under the storm load (sampled every second)",
+		target:   "≤ 100 MiB per stage",
+		result:   "peak " + strings.Join(parts, ", "),
+		verdict:  verdict(worst <= 100<<20, fmt.Sprintf("%.0f MiB", float64(worst)/(1<<20))),
+		command:  command("storm"),
+	})
+}
+
+func (b *bench) markdown(total time.Duration) string {
+	var s strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&s, "# Benchmarks\n\n")
+	fmt.Fprintf(&s, "The distributed pipeline on one 2-core machine (%s), everything co-located: the four stage processes, nats-server (JetStream, file storage), redis-server (no persistence), kube-apiserver + etcd (envtest) and the load generator. Each scenario runs on a fresh pipeline. Generated by `make bench-pipeline` (`go run ./test/bench -out BENCHMARKS.md`) in %s on %s.\n\n",
+		host, total.Round(time.Second), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&s, "| scenario | target | result | verdict | command |\n|---|---|---|---|---|\n")
+	for _, r := range b.rows {
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.scenario, r.target, r.result, r.verdict, r.command)
+	}
+	fmt.Fprintf(&s, "\n## CPU and memory per process\n\nCPU is the process's CPU time over the scenario (from the load's start until the pipeline settled) and its average share of one core; RSS at the end of the scenario and, for processes the harness started, the peak (VmHWM).\n\n")
+	fmt.Fprintf(&s, "| scenario | process | CPU | cores | RSS | peak RSS |\n|---|---|---|---|---|---|\n")
+	for _, u := range b.usages {
+		peak := "–"
+		if u.peak > 0 {
+			peak = fmt.Sprintf("%.0f MiB", float64(u.peak)/(1<<20))
+		}
+		fmt.Fprintf(&s, "| %s | %s | %.1f s | %.2f | %.0f MiB | %s |\n", u.scenario, u.process, u.cpu.Seconds(), u.cpu.Seconds()/math.Max(u.wall.Seconds(), 1e-9), float64(u.rss)/(1<<20), peak)
+	}
+	if len(b.notes) > 0 {
+		fmt.Fprintf(&s, "\n## Notes from the run\n\n")
+		for _, n := range b.notes {
+			fmt.Fprintf(&s, "- %s\n", n)
+		}
+	}
+	return s.String()
+}
