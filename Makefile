@@ -43,3 +43,9 @@ bench:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
+
+## bench-pipeline: the distributed pipeline benchmark (stage processes, NATS, Redis, API server); writes BENCHMARKS.md.
+.PHONY: bench-pipeline
+bench-pipeline:
+	@KUBEBUILDER_ASSETS="$$(hack/test-deps.sh | tail -n 1)"; export KUBEBUILDER_ASSETS; \
+	go run ./test/bench -out BENCHMARKS.md
