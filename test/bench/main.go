@@ -326,8 +326,8 @@ func (b *bench) rawCreates(p *pipeline.Pipeline, n int) float64 {
 						Signal:      v1alpha1.SignalRef{Name: "KubeContainerOOMKilled", Source: "alertmanager", Severity: "warning"},
 						Target:      v1alpha1.Target{Kind: "Pod", Name: fmt.Sprintf("app-%06d", i), Namespace: "raw"},
 						Environment: "unknown", Priority: "P2",
-						Labels:      map[string]string{"alertname": "KubeContainerOOMKilled", "namespace": "raw", "pod": fmt.Sprintf("app-%06d", i)},
-						FiringTime:  now, ReceivedTime: now,
+						Labels:     map[string]string{"alertname": "KubeContainerOOMKilled", "namespace": "raw", "pod": fmt.Sprintf("app-%06d", i)},
+						FiringTime: now, ReceivedTime: now,
 					},
 				}
 				if err := p.API.Client.Create(ctx, rr); err != nil {
