@@ -16,68 +16,31 @@
 # KUBEBUILDER_ASSETS (sigs.k8s.io/controller-runtime/pkg/envtest).
 set -euo pipefail
 
-force=0
-case "${1:-}" in
-  "") ;;
-  -f|--force) force=1 ;;
-  -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
-esac
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_build_args "$@"
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 apiserver_mod="$root/tools/kube-apiserver"
 etcd_mod="$root/tools/etcd"
 out="$root/bin/k8s"
 
-log() { echo "testbins: $*" >&2; }
-
-command -v go >/dev/null 2>&1 || { log "go not found in PATH"; exit 1; }
-
-# Hermetic-ish build settings: ignore any go.work, never rewrite go.mod/go.sum,
-# static binaries without a C toolchain, no VCS stamping.
-export GOWORK=off
-export GOFLAGS="-mod=readonly -buildvcs=false"
-export CGO_ENABLED=0
+use_hermetic_go
 
 # Bump when the build recipe below changes (flags, ldflags, file set).
 recipe=1
 
-hash_cmd() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi
-}
+lock_cache "$out"
 
-compute_stamp() {
-  {
-    echo "recipe=$recipe"
-    # The toolchain actually used in each module (GOTOOLCHAIN may switch it).
-    echo "goversion=$(cd "$apiserver_mod" && go env GOVERSION)"
-    echo "goversion-etcd=$(cd "$etcd_mod" && go env GOVERSION)"
-    echo "platform=$(go env GOOS)/$(go env GOARCH)"
-    for f in "$apiserver_mod"/go.mod "$apiserver_mod"/go.sum "$apiserver_mod"/tools.go \
-             "$etcd_mod"/go.mod "$etcd_mod"/go.sum "$etcd_mod"/main.go; do
-      echo "== ${f#"$root"/}"
-      cat "$f"
-    done
-  } | hash_cmd | awk '{print $1}'
-}
-
-mkdir -p "$out"
-
-# Serialize concurrent runs (e.g. parallel test jobs) when flock is available.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$out/.lock"
-  flock 9
-fi
-
-stamp="$(compute_stamp)"
-if [[ $force -eq 0 && -x "$out/kube-apiserver" && -x "$out/etcd" && -f "$out/.stamp" ]] &&
-   [[ "$(cat "$out/.stamp")" == "$stamp" ]]; then
-  log "up to date ($out)"
-  echo "$out"
+stamp="$(cache_stamp "$recipe" \
+  "goversion=$(go_version_in "$apiserver_mod")" \
+  "goversion-etcd=$(go_version_in "$etcd_mod")" -- \
+  "$apiserver_mod"/go.mod "$apiserver_mod"/go.sum "$apiserver_mod"/tools.go \
+  "$etcd_mod"/go.mod "$etcd_mod"/go.sum "$etcd_mod"/main.go)"
+if cache_is_fresh "$out" "$stamp" "$out/kube-apiserver" "$out/etcd"; then
+  print_result "up to date" "$out"
   exit 0
 fi
 
-rm -f "$out/.stamp"
+invalidate_cache "$out"
 
 # kube-apiserver: derive version ldflags from the pinned k8s.io/kubernetes.
 k8s_version="$(cd "$apiserver_mod" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
@@ -93,21 +56,12 @@ ldflags+=" -X $vpkg.gitMinor=$k8s_minor"
 ldflags+=" -X $vpkg.gitTreeState=clean"
 ldflags+=" -X $vpkg.buildDate=${k8s_time:-1970-01-01T00:00:00Z}"
 
-start=$SECONDS
 log "building kube-apiserver $k8s_version (cold builds take several minutes)..."
-(cd "$apiserver_mod" &&
-  go build -trimpath -ldflags="$ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
-mv -f "$out/kube-apiserver.tmp" "$out/kube-apiserver"
-log "kube-apiserver built in $((SECONDS - start))s"
+go_build_into "$out/kube-apiserver" "$apiserver_mod" -ldflags="$ldflags" k8s.io/kubernetes/cmd/kube-apiserver
 
-start=$SECONDS
 etcd_version="$(cd "$etcd_mod" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 log "building etcd $etcd_version..."
-(cd "$etcd_mod" &&
-  go build -trimpath -ldflags="-s -w" -o "$out/etcd.tmp" .)
-mv -f "$out/etcd.tmp" "$out/etcd"
-log "etcd built in $((SECONDS - start))s"
+go_build_into "$out/etcd" "$etcd_mod" -ldflags="-s -w" .
 
-echo "$stamp" >"$out/.stamp"
-log "done ($out)"
-echo "$out"
+write_cache_stamp "$out" "$stamp"
+print_result done "$out"
