@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -170,7 +169,7 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Signal, msgID strin
 	if len(v) < 2 {
 		return Result{}, fmt.Errorf("deciding on fingerprint %s: unexpected script reply %v", fp, v)
 	}
-	res := Result{Decision: incident.Decision(str(v[0])), Duplicate: num(v[1]) == 1}
+	res := Result{Decision: incident.Decision(redisclient.String(v[0])), Duplicate: redisclient.Int(v[1]) == 1}
 	if len(v) > 2 {
 		res.Record, err = parseRecord(fp, v[2:])
 		if err != nil {
@@ -200,7 +199,7 @@ func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error
 		s.failed(err)
 		return Record{}, fmt.Errorf("reading incident record of fingerprint %s: %w", fingerprint, err)
 	}
-	if v[0] == nil || v[9] == nil || num(v[9]) <= ms(s.clk.Now()) {
+	if v[0] == nil || v[9] == nil || redisclient.Int(v[9]) <= ms(s.clk.Now()) {
 		return Record{}, ErrNotFound
 	}
 	return parseRecord(fingerprint, v[:9])
@@ -242,38 +241,17 @@ func parseRecord(fp string, v []any) (Record, error) {
 		return Record{}, fmt.Errorf("incident record of %s has %d fields, want 9", fp, len(v))
 	}
 	return Record{
-		IncidentID:  str(v[0]),
+		IncidentID:  redisclient.String(v[0]),
 		Fingerprint: fp,
-		State:       incident.State(str(v[1])),
-		Count:       num(v[2]),
-		Flaps:       num(v[3]),
-		FirstSeen:   fromMS(num(v[4])),
-		LastSeen:    fromMS(num(v[5])),
-		ResolvedAt:  fromMS(num(v[6])),
-		Revision:    num(v[7]),
-		Route:       str(v[8]),
+		State:       incident.State(redisclient.String(v[1])),
+		Count:       redisclient.Int(v[2]),
+		Flaps:       redisclient.Int(v[3]),
+		FirstSeen:   fromMS(redisclient.Int(v[4])),
+		LastSeen:    fromMS(redisclient.Int(v[5])),
+		ResolvedAt:  fromMS(redisclient.Int(v[6])),
+		Revision:    redisclient.Int(v[7]),
+		Route:       redisclient.String(v[8]),
 	}, nil
-}
-
-func str(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case int64:
-		return strconv.FormatInt(x, 10)
-	}
-	return ""
-}
-
-func num(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
-	}
-	return 0
 }
 
 var _ Store = (*RedisStore)(nil)

@@ -102,7 +102,7 @@ func (s *RedisStore) Observe(ctx context.Context, o Observation) (Decision, erro
 	if err != nil {
 		return Decision{}, fmt.Errorf("observing incident %s in storm scope %s: %w", o.IncidentID, o.Scope.Tag(), err)
 	}
-	d := Decision{Verdict: Verdict(str(res[0])), Replayed: num(res[1]) == 1}
+	d := Decision{Verdict: Verdict(redisclient.String(res[0])), Replayed: redisclient.Int(res[1]) == 1}
 	if d.Verdict == Individual {
 		return d, nil
 	}
@@ -149,7 +149,7 @@ func (s *RedisStore) Track(ctx context.Context, u MemberUpdate) (Snapshot, error
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("tracking member %s of storm %s: %w", u.IncidentID, u.StormID, err)
 	}
-	if str(res[0]) == "gone" {
+	if redisclient.String(res[0]) == "gone" {
 		return Snapshot{}, fmt.Errorf("tracking member %s: storm %s: %w", u.IncidentID, u.StormID, ErrNotFound)
 	}
 	snap, _, err := parseSnapshot(res[2])
@@ -166,7 +166,7 @@ func (s *RedisStore) Get(ctx context.Context, stormID string) (Snapshot, error) 
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("reading storm %s: %w", stormID, err)
 	}
-	if str(res[0]) == "gone" {
+	if redisclient.String(res[0]) == "gone" {
 		return Snapshot{}, fmt.Errorf("storm %s: %w", stormID, ErrNotFound)
 	}
 	snap, _, err := parseSnapshot(res[2])
@@ -195,15 +195,15 @@ func (s *RedisStore) Claim(ctx context.Context, stormID, token string, lease tim
 	if err != nil {
 		return Claim{}, fmt.Errorf("claiming close of storm %s: %w", stormID, err)
 	}
-	c := Claim{Status: ClaimStatus(str(res[0]))}
+	c := Claim{Status: ClaimStatus(redisclient.String(res[0]))}
 	switch c.Status {
 	case Done:
 		if err := s.c.ZRem(ctx, s.deadlines, stormID).Err(); err != nil {
 			return Claim{}, fmt.Errorf("removing closed storm %s from the deadline index: %w", stormID, err)
 		}
 	case NotDue, Busy:
-		c.NextCheck = time.UnixMilli(num(res[1])).UTC()
-		if err := s.c.ZAddXX(ctx, s.deadlines, redis.Z{Score: float64(num(res[1])), Member: stormID}).Err(); err != nil {
+		c.NextCheck = time.UnixMilli(redisclient.Int(res[1])).UTC()
+		if err := s.c.ZAddXX(ctx, s.deadlines, redis.Z{Score: float64(redisclient.Int(res[1])), Member: stormID}).Err(); err != nil {
 			return Claim{}, fmt.Errorf("rescheduling storm %s: %w", stormID, err)
 		}
 	case Claimed:
@@ -251,60 +251,39 @@ func parseSnapshot(v any) (Snapshot, bool, error) {
 		return Snapshot{}, false, errors.New("storm snapshot: unexpected reply from redis")
 	}
 	at := func(i int) time.Time {
-		n := num(a[i])
+		n := redisclient.Int(a[i])
 		if n == 0 {
 			return time.Time{}
 		}
 		return time.UnixMilli(n).UTC()
 	}
 	snap := Snapshot{
-		ID:          str(a[0]),
-		Type:        incident.StormType(str(a[1])),
-		Scope:       Scope{Hash: str(a[3])},
-		State:       State(str(a[4])),
-		Revision:    num(a[5]),
+		ID:          redisclient.String(a[0]),
+		Type:        incident.StormType(redisclient.String(a[1])),
+		Scope:       Scope{Hash: redisclient.String(a[3])},
+		State:       State(redisclient.String(a[4])),
+		Revision:    redisclient.Int(a[5]),
 		DetectedAt:  at(6),
 		LastMember:  at(7),
 		LastSeen:    at(8),
 		ClosedAt:    at(9),
-		Inactivity:  time.Duration(num(a[10])) * time.Millisecond,
-		MaxDuration: time.Duration(num(a[11])) * time.Millisecond,
-		Members:     num(a[12]),
-		Occurrences: num(a[13]),
-		Signal:      []byte(str(a[14])),
+		Inactivity:  time.Duration(redisclient.Int(a[10])) * time.Millisecond,
+		MaxDuration: time.Duration(redisclient.Int(a[11])) * time.Millisecond,
+		Members:     redisclient.Int(a[12]),
+		Occurrences: redisclient.Int(a[13]),
+		Signal:      []byte(redisclient.String(a[14])),
 	}
-	if sc := str(a[2]); sc != "" {
+	if sc := redisclient.String(a[2]); sc != "" {
 		if err := json.Unmarshal([]byte(sc), &snap.Scope.Values); err != nil {
 			return Snapshot{}, false, fmt.Errorf("storm %s: decoding scope: %w", snap.ID, err)
 		}
 	}
-	snap.AffectedTotal = num(a[16])
+	snap.AffectedTotal = redisclient.Int(a[16])
 	if l, ok := a[17].([]any); ok {
 		snap.Affected = make([]signal.Target, 0, len(l))
 		for _, t := range l {
-			snap.Affected = append(snap.Affected, parseTarget(str(t)))
+			snap.Affected = append(snap.Affected, parseTarget(redisclient.String(t)))
 		}
 	}
-	return snap, num(a[15]) == 1, nil
-}
-
-func str(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case int64:
-		return strconv.FormatInt(x, 10)
-	}
-	return ""
-}
-
-func num(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
-	}
-	return 0
+	return snap, redisclient.Int(a[15]) == 1, nil
 }
