@@ -29,11 +29,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		hs, err := p.HealthServer()
-		if err != nil {
-			return err
-		}
-		log.Info("aggregator running", "health", hs.Addr())
-		return service.RunAll(ctx, st, hs)
+		return p.Serve(ctx, st)
 	})
 }

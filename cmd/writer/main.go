@@ -36,11 +36,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		hs, err := p.HealthServer()
-		if err != nil {
-			return err
-		}
-		log.Info("writer running", "health", hs.Addr())
-		return service.RunAll(ctx, w, hs)
+		return p.Serve(ctx, w)
 	})
 }
