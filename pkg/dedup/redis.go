@@ -163,7 +163,6 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Signal, msgID strin
 		now+seen, seen+grace,
 	).Slice()
 	if err != nil {
-		s.failed(err)
 		return Result{}, fmt.Errorf("deciding on fingerprint %s in redis: %w", fp, err)
 	}
 	if len(v) < 2 {
@@ -186,7 +185,6 @@ func (s *RedisStore) SetRoute(ctx context.Context, fingerprint, incidentID, rout
 		return Record{}, ErrNotFound
 	}
 	if err != nil {
-		s.failed(err)
 		return Record{}, fmt.Errorf("setting route of incident %s (fingerprint %s): %w", incidentID, fingerprint, err)
 	}
 	return parseRecord(fingerprint, v)
@@ -196,7 +194,6 @@ func (s *RedisStore) SetRoute(ctx context.Context, fingerprint, incidentID, rout
 func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error) {
 	v, err := s.c.HMGet(ctx, s.recordKey(fingerprint), fieldNames()...).Result()
 	if err != nil {
-		s.failed(err)
 		return Record{}, fmt.Errorf("reading incident record of fingerprint %s: %w", fingerprint, err)
 	}
 	if v[0] == nil || v[9] == nil || redisclient.Int(v[9]) <= ms(s.clk.Now()) {
@@ -208,23 +205,9 @@ func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error
 // End implements Store.
 func (s *RedisStore) End(ctx context.Context, fingerprint, incidentID string) error {
 	if err := endScript.Run(ctx, s.c, []string{s.recordKey(fingerprint)}, incidentID).Err(); err != nil {
-		s.failed(err)
 		return fmt.Errorf("ending incident %s (fingerprint %s): %w", incidentID, fingerprint, err)
 	}
 	return nil
-}
-
-// failed asks a cluster client to reload its slot map after an error that
-// may mean a failover. go-redis follows MOVED on its own, but a master
-// that died leaves "connection refused" on its slots until the next
-// periodic reload (a minute by default); the promoted replica should take
-// over within a failover, not a minute. Reloads are coalesced by go-redis.
-func (s *RedisStore) failed(err error) {
-	cc, ok := s.c.(*redis.ClusterClient)
-	if !ok || errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil) {
-		return
-	}
-	cc.ReloadState(context.Background())
 }
 
 func fieldNames() []string {

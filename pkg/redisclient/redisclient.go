@@ -31,7 +31,9 @@ func New(cfg config.Redis) redis.UniversalClient {
 	}
 	switch cfg.Mode {
 	case "cluster":
-		return redis.NewClusterClient(opts.Cluster())
+		c := redis.NewClusterClient(opts.Cluster())
+		c.AddHook(reloadHook{c: c})
+		return c
 	case "sentinel":
 		opts.MasterName = cfg.MasterName
 		return redis.NewFailoverClient(opts.Failover())
