@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/config"
@@ -253,7 +255,11 @@ func (b *bench) drain(p *pipeline.Pipeline, cfg loadgen.Config, timeout time.Dur
 		b.note("%d webhook errors in a load of %d requests", rep.Errors, rep.Requests)
 	}
 	res, err := p.WaitCheck(ctx, rep.Expected, b.precurse, timeout)
-	b.must(err, "waiting for the pipeline")
+	if errors.Is(err, pipeline.ErrMismatch) {
+		b.note("%v", err)
+	} else {
+		b.must(err, "waiting for the pipeline")
+	}
 	took := time.Since(start)
 	close(stop)
 	wg.Wait()
@@ -277,7 +283,7 @@ func (b *bench) fullPipeline() {
 		result: fmt.Sprintf("accepted %.0f alerts/s; end to end %.0f alerts/s (%s until every request was exact; deduper caught up at %s, aggregator %s, writer %s); %d requests for %d incidents (want %d), lost %d, duplicated %d, wrong counts %d",
 			rep.AcceptedPerSec, e2e, took.Round(100*time.Millisecond), idle[pipeline.Deduper].Round(100*time.Millisecond), idle[pipeline.Aggregator].Round(100*time.Millisecond), idle[pipeline.Writer].Round(100*time.Millisecond),
 			res.Requests, rep.Expected.Incidents, res.Want, len(res.Lost), len(res.Duplicated), len(res.WrongCount)),
-		verdict: verdict(e2e >= 10_000 && res.OK(b.precurse), fmt.Sprintf("%.0f%% of 10,000/s", 100*e2e/10_000)),
+		verdict: verdict(e2e >= 10_000 && res.OK(), fmt.Sprintf("%.0f%% of 10,000/s", 100*e2e/10_000)),
 		command: command("pipeline"),
 	})
 }
@@ -341,7 +347,16 @@ func (b *bench) rawCreates(p *pipeline.Pipeline, n int) float64 {
 	wg.Wait()
 	rate := float64(n) / time.Since(start).Seconds()
 	fmt.Fprintf(os.Stderr, "API server raw create rate: %.0f/s (%d failed)\n", rate, failed.Load())
-	return rate
+	// Out of the way of the pipeline's checks.
+	b.must(p.API.Client.DeleteAllOf(ctx, &v1alpha1.RemediationRequest{}, client.InNamespace("raw")), "deleting the raw requests")
+	for {
+		var l v1alpha1.RemediationRequestList
+		b.must(p.API.Client.List(ctx, &l, client.InNamespace("raw"), client.Limit(1)), "listing the raw requests")
+		if len(l.Items) == 0 {
+			return rate
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // newIncidents: every alert a new incident (none forming a storm); the
@@ -391,8 +406,8 @@ func (b *bench) latency() {
 	b.add(row{
 		scenario: "receipt → CR written at 100 new incidents/s (3,000 single-alert POSTs over 30 s)",
 		target:   "p50 ≤ 50 ms, p99 ≤ 250 ms",
-		result: fmt.Sprintf("p50 %s, p99 %s (stormweir_writer_e2e_latency_seconds, %d writes, interpolated in exponential buckets); %d requests, want %d",
-			ms(p50), ms(p99), int(h.Count), res.Requests, res.Want),
+		result: fmt.Sprintf("p50 %s, p99 %s (stormweir_writer_e2e_latency_seconds, %d writes, interpolated in exponential buckets: %s); %d requests, want %d",
+			ms(p50), ms(p99), int(h.Count), h.Buckets(), res.Requests, res.Want),
 		verdict: verdict(p50 <= 0.05 && p99 <= 0.25, fmt.Sprintf("p50 %.1fx, p99 %.1fx the target", p50/0.05, p99/0.25)),
 		command: command("latency"),
 	})
@@ -437,7 +452,7 @@ func (b *bench) storm() {
 		target:   "1 storm CR (+ precursors), ≤ 200 API writes",
 		result: fmt.Sprintf("%d storm CR, %d precursors, %d requests (want %d); storm members %d (want %d), occurrences %d (want %d); %.0f API writes to RemediationRequests (apiserver_request_total); accepted %.0f alerts/s, settled after %s",
 			res.StormRequests, res.Precursors, res.Requests, res.Want, res.StormMembers, res.WantStormMembers, res.StormOccurrences, res.WantStormOccurrences, writes, rep.AcceptedPerSec, took.Round(100*time.Millisecond)),
-		verdict: verdict(res.OK(b.precurse) && writes <= 200, fmt.Sprintf("%.0f writes", writes)),
+		verdict: verdict(res.OK() && writes <= 200, fmt.Sprintf("%.0f writes", writes)),
 		command: command("storm"),
 	})
 	var parts []string

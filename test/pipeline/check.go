@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -35,8 +36,11 @@ type Result struct {
 	// Unexpected lists requests that match no incident of the load.
 	Unexpected []string
 	// StormRequests counts requests with spec.storm; Precursors the
-	// individual requests in the storm namespace.
-	StormRequests, Precursors int
+	// individual requests in the storm namespace. The Want fields are
+	// what the load implies: one storm when it has more storm incidents
+	// than precursors.
+	StormRequests, WantStormRequests int
+	Precursors, WantPrecursors       int
 	// StormMembers and StormOccurrences are the storm request's status;
 	// the Want fields what the load implies given the precursors.
 	StormMembers, WantStormMembers         int64
@@ -48,9 +52,9 @@ type Result struct {
 
 // OK reports whether the pipeline made exactly the requests the load
 // implies.
-func (r Result) OK(precursors int) bool {
+func (r Result) OK() bool {
 	return r.Requests == r.Want && len(r.Lost)+len(r.Duplicated)+len(r.WrongCount)+len(r.Unexpected) == 0 &&
-		r.StormRequests == 1 && r.Precursors == precursors &&
+		r.StormRequests == r.WantStormRequests && r.Precursors == r.WantPrecursors &&
 		r.StormMembers == r.WantStormMembers && r.StormOccurrences == r.WantStormOccurrences &&
 		r.StormAffected == r.WantStormAffected
 }
@@ -64,9 +68,9 @@ func (r Result) String() string {
 		return strings.Join(l, ", ")
 	}
 	return fmt.Sprintf("requests %d (want %d); lost %d [%s]; duplicated %d [%s]; wrong count %d [%s]; unexpected %d [%s]; "+
-		"storm requests %d, precursors %d, members %d (want %d), storm occurrences %d (want %d), affected %d (want %d)",
+		"storm requests %d (want %d), precursors %d (want %d), members %d (want %d), storm occurrences %d (want %d), affected %d (want %d)",
 		r.Requests, r.Want, len(r.Lost), head(r.Lost), len(r.Duplicated), head(r.Duplicated), len(r.WrongCount), head(r.WrongCount),
-		len(r.Unexpected), head(r.Unexpected), r.StormRequests, r.Precursors, r.StormMembers, r.WantStormMembers,
+		len(r.Unexpected), head(r.Unexpected), r.StormRequests, r.WantStormRequests, r.Precursors, r.WantPrecursors, r.StormMembers, r.WantStormMembers,
 		r.StormOccurrences, r.WantStormOccurrences, r.StormAffected, r.WantStormAffected)
 }
 
@@ -84,12 +88,11 @@ func (p *Pipeline) Check(ctx context.Context, exp loadgen.Expected, precursors i
 // Compare checks requests against exp (see Result).
 func Compare(items []v1alpha1.RemediationRequest, exp loadgen.Expected, precursors int) Result {
 	r := Result{Requests: len(items), Want: exp.Incidents - exp.StormIncidents}
-	if exp.StormIncidents > 0 {
-		r.Want += min(precursors, exp.StormIncidents)
-		if exp.StormIncidents > precursors {
-			r.Want++
-		}
+	r.WantPrecursors = min(precursors, exp.StormIncidents)
+	if exp.StormIncidents > precursors {
+		r.WantStormRequests = 1
 	}
+	r.Want += r.WantPrecursors + r.WantStormRequests
 	own := map[string]int{}
 	var storm *v1alpha1.RemediationRequest
 	for i := range items {
@@ -162,10 +165,13 @@ func (p *Pipeline) WaitCheck(ctx context.Context, exp loadgen.Expected, precurso
 	}
 	for {
 		r, err := p.Check(ctx, exp, precursors)
-		if err == nil && r.OK(precursors) {
+		if err == nil && r.OK() {
 			return r, nil
 		}
 		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("%w within %s: %s", ErrMismatch, timeout, r)
+			}
 			return r, err
 		}
 		select {
@@ -175,3 +181,7 @@ func (p *Pipeline) WaitCheck(ctx context.Context, exp loadgen.Expected, precurso
 		}
 	}
 }
+
+// ErrMismatch is returned by WaitCheck when the requests never matched
+// the load; the Result says how.
+var ErrMismatch = errors.New("remediation requests do not match the load")

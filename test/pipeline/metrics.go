@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -152,4 +153,18 @@ func (h Histogram) Quantile(q float64) float64 {
 		lower, below = ub, c
 	}
 	return lower
+}
+
+// Buckets renders the non-empty buckets as "≤bound: count" pairs, to show
+// the shape of a distribution (e.g. a tail made of a few slow writes).
+func (h Histogram) Buckets() string {
+	var parts []string
+	prev := 0.0
+	for i, ub := range h.Bounds {
+		if n := h.Counts[i] - prev; n > 0 {
+			parts = append(parts, fmt.Sprintf("≤%gs: %.0f", ub, n))
+		}
+		prev = h.Counts[i]
+	}
+	return strings.Join(parts, ", ")
 }
