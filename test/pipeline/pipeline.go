@@ -14,7 +14,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -396,18 +395,6 @@ func (p *Pipeline) DLQ(ctx context.Context) (uint64, error) {
 // Metrics scrapes stage name's /metrics.
 func (p *Pipeline) Metrics(ctx context.Context, name string) (Metrics, error) {
 	return Scrape(ctx, p.http, p.Procs[name].HealthURL+"/metrics")
-}
-
-// Logger is a logger for harness messages.
-func Logger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(b []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // Usages reads every pipeline process's CPU time and memory: the stages
