@@ -233,7 +233,7 @@ func DefaultWriter() Writer {
 			},
 		},
 		Priority:    DefaultPriority(),
-		Concurrency: 512,
+		Concurrency: 4096,
 	}
 }
 
