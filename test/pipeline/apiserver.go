@@ -21,6 +21,8 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/writer"
+
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // APIServer is a real kube-apiserver and etcd (envtest) with the
@@ -46,7 +48,7 @@ func StartAPIServer(dir string) (*APIServer, error) {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: the pipeline needs a real kube-apiserver and etcd;\n" +
 			"\texport KUBEBUILDER_ASSETS=\"$(hack/test-deps.sh | tail -n 1)\"")
 	}
-	root, err := RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}

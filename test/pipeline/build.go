@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // Stage binaries, by the name of their cmd/ directory.
@@ -37,7 +39,7 @@ var (
 // by simply running the tests again.
 func binaries() (string, error) {
 	buildOnce.Do(func() {
-		root, err := RepoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			buildErr = err
 			return
@@ -71,26 +73,5 @@ func binaries() (string, error) {
 func RemoveBinaries() {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
-	}
-}
-
-// RepoRoot walks up from the working directory to the main module's
-// go.mod (the tools/ modules have go.mod files of their own, so the module
-// line is checked).
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(b, []byte("module github.com/stormweir/stormweir\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of github.com/stormweir/stormweir above the working directory")
-		}
-		dir = parent
 	}
 }

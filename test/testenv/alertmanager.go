@@ -41,7 +41,7 @@ func AlertmanagerBinary(t testing.TB) string {
 		}
 		return p
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatalf("finding the Alertmanager binary: %v; run hack/alertmanager.sh or set $%s", err, AlertmanagerBinEnv)
 	}
@@ -52,10 +52,10 @@ func AlertmanagerBinary(t testing.TB) string {
 	return p
 }
 
-// repoRoot walks up from the working directory (a package directory under
+// RepoRoot walks up from the working directory (a package directory under
 // go test) to the main module's go.mod. The tools/ modules have go.mod
 // files of their own, so the module line is checked, not just the file.
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
