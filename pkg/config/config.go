@@ -24,6 +24,15 @@ type Config struct {
 	Aggregator  Aggregator  `mapstructure:"aggregator" yaml:"aggregator"`
 	Writer      Writer      `mapstructure:"writer" yaml:"writer"`
 	AllInOne    AllInOne    `mapstructure:"allinone" yaml:"allinone"`
+	Debug       Debug       `mapstructure:"debug" yaml:"debug"`
+}
+
+// Debug configures diagnostics that are off in normal operation.
+type Debug struct {
+	// PProf serves net/http/pprof under /debug/pprof/ on every binary's
+	// health and metrics listener, for CPU and heap profiles of a running
+	// stage.
+	PProf bool `mapstructure:"pprof" yaml:"pprof"`
 }
 
 // Default returns the configuration used when nothing is set.

@@ -39,6 +39,7 @@ type Process struct {
 func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, natsOpts ...nats.Option) (*Process, error) {
 	reg := NewRegistry()
 	p := &Process{Config: cfg, Log: log, Registry: reg, Health: NewHealth(reg), Metrics: bus.NewMetrics(reg)}
+	p.Health.PProf = cfg.Debug.PProf
 	conn, err := bus.Connect(cfg.Bus, "stormweir-"+binary, log, natsOpts...)
 	if err != nil {
 		return nil, err

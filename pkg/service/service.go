@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,8 @@ type Health struct {
 	checks   map[string]Check
 	draining atomic.Bool
 	reg      *prometheus.Registry
+	// PProf adds net/http/pprof's handlers to Register (debug.pprof).
+	PProf bool
 }
 
 // NewHealth returns a Health that exposes reg's metrics.
@@ -106,6 +109,13 @@ func (h *Health) Register(mux *http.ServeMux) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}))
+	if h.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 }
 
 // Server is an HTTP server run as a component: it listens when Run starts
