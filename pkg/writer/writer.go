@@ -136,7 +136,9 @@ func New(o Options) (*Writer, error) {
 	rc := rest.CopyConfig(o.RestConfig)
 	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
 	rc.UserAgent = "stormweir-writer"
-	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt, api: w.m.api} })
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &limitingTransport{next: &countingTransport{next: rt, api: w.m.api}, slots: make(chan struct{}, maxInFlightRequests)}
+	})
 	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
 		return nil, fmt.Errorf("building api client: %w", err)

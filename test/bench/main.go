@@ -15,8 +15,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -54,13 +57,17 @@ type bench struct {
 	ceiling  float64 // JetStream async publish with msg-id, msgs/s
 	apiRate  float64 // API server's own create rate, objects/s
 	precurse int
+	// profileDir, when set, receives a 10 s CPU profile of every stage
+	// taken from the start of each scenario's load.
+	profileDir string
 }
 
 func main() {
 	out := flag.String("out", "", "write the Markdown report to this file (default: stdout only)")
 	only := flag.String("scenario", "", "comma-separated scenarios to run (default all): "+strings.Join(scenarioNames(), ","))
+	profiles := flag.String("profile", "", "write a 10 s CPU profile of every stage per scenario into this directory")
 	flag.Parse()
-	b := &bench{tb: pipeline.NewProgramTB("bench"), precurse: config.DefaultAggregator().RateThreshold}
+	b := &bench{tb: pipeline.NewProgramTB("bench"), precurse: config.DefaultAggregator().RateThreshold, profileDir: *profiles}
 	defer pipeline.RemoveBinaries()
 	want := map[string]bool{}
 	for s := range strings.SplitSeq(*only, ",") {
@@ -220,6 +227,7 @@ func (b *bench) receiverAlone() {
 // that point.
 func (b *bench) drain(p *pipeline.Pipeline, cfg loadgen.Config, timeout time.Duration) (loadgen.Report, pipeline.Result, time.Duration, map[string]time.Duration) {
 	ctx := context.Background()
+	b.profile(p)
 	start := time.Now()
 	idle := map[string]time.Duration{}
 	var mu sync.Mutex
@@ -496,4 +504,33 @@ func (b *bench) markdown(total time.Duration) string {
 		}
 	}
 	return s.String()
+}
+
+// profile fetches a 10 s CPU profile of every stage in the background,
+// named <scenario-seq>-<stage>.pprof, when -profile is set.
+func (b *bench) profile(p *pipeline.Pipeline) {
+	if b.profileDir == "" {
+		return
+	}
+	if err := os.MkdirAll(b.profileDir, 0o755); err != nil {
+		b.notes = append(b.notes, "profile: "+err.Error())
+		return
+	}
+	seq := len(b.rows)
+	for _, name := range pipeline.Stages {
+		proc := p.Procs[name]
+		go func() {
+			resp, err := http.Get(proc.HealthURL + "/debug/pprof/profile?seconds=10")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(b.profileDir, fmt.Sprintf("%d-%s.pprof", seq, name)))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			_, _ = io.Copy(f, resp.Body)
+		}()
+	}
 }

@@ -189,7 +189,9 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	// before every consumer exists; not required, but tidy).
 	for _, name := range []string{Deduper, Aggregator, Writer, Receiver} {
 		port := strconv.Itoa(testenv.FreePort(tb))
-		env := []string{"STORMWEIR_CONFIG=" + cfgPath}
+		// pprof on every stage's health port, so a benchmark can profile
+		// the bottleneck of a run.
+		env := []string{"STORMWEIR_CONFIG=" + cfgPath, "STORMWEIR_DEBUG_PPROF=true"}
 		proc := &Process{Name: name, Log: filepath.Join(dir, name+".log"), bin: filepath.Join(bins, name)}
 		if name == Receiver {
 			env = append(env, "STORMWEIR_RECEIVER_LISTEN=127.0.0.1:"+port, "STORMWEIR_RECEIVER_AUTH_TOKENS="+p.Token)
