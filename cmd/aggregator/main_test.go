@@ -200,36 +200,21 @@ type outputs struct {
 // readOutputs returns what the aggregators stored for the writer.
 func readOutputs(t testing.TB, js jetstream.JetStream, subj bus.Subjects) outputs {
 	t.Helper()
-	ctx := context.Background()
-	stream, err := js.Stream(ctx, subj.StreamName(bus.StreamIncidents))
-	require.NoError(t, err)
-	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj.IncidentsOpen(), subj.IncidentsStorm()}})
-	require.NoError(t, err)
-	info, err := oc.Info(ctx)
-	require.NoError(t, err)
 	o := outputs{openIDs: map[string]bool{}}
-	for got := uint64(0); got < info.NumPending; {
-		batch, err := oc.Fetch(int(min(info.NumPending-got, 1000)), jetstream.FetchMaxWait(2*time.Second))
-		require.NoError(t, err)
-		k := 0
-		for m := range batch.Messages() {
-			k++
-			if m.Subject() == subj.IncidentsOpen() {
-				var ev incident.Event
-				require.NoError(t, json.Unmarshal(m.Data(), &ev))
-				o.open = append(o.open, ev)
-				o.openIDs[ev.IncidentID] = true
-				continue
-			}
-			var s incident.Storm
-			require.NoError(t, json.Unmarshal(m.Data(), &s))
-			o.storms = append(o.storms, s)
-			if s.Phase == incident.StormClosed {
-				o.closes = append(o.closes, s)
-			}
+	for _, m := range testenv.ReadStream(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
+		if m.Subject == subj.IncidentsOpen() {
+			var ev incident.Event
+			require.NoError(t, json.Unmarshal(m.Data, &ev))
+			o.open = append(o.open, ev)
+			o.openIDs[ev.IncidentID] = true
+			continue
 		}
-		require.Positive(t, k, "stream ran dry before its pending count")
-		got += uint64(k)
+		var s incident.Storm
+		require.NoError(t, json.Unmarshal(m.Data, &s))
+		o.storms = append(o.storms, s)
+		if s.Phase == incident.StormClosed {
+			o.closes = append(o.closes, s)
+		}
 	}
 	return o
 }

@@ -188,33 +188,17 @@ func (p *pipeline) read() outputs {
 
 func readOutputs(t testing.TB, js jetstream.JetStream, subj bus.Subjects) outputs {
 	t.Helper()
-	ctx := context.Background()
-	stream, err := js.Stream(ctx, subj.StreamName(bus.StreamIncidents))
-	require.NoError(t, err)
-	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj.IncidentsOpen(), subj.IncidentsStorm()}})
-	require.NoError(t, err)
-	info, err := oc.Info(ctx)
-	require.NoError(t, err)
 	var out outputs
-	for got := uint64(0); got < info.NumPending; {
-		batch, err := oc.Fetch(int(min(info.NumPending-got, 1000)), jetstream.FetchMaxWait(2*time.Second))
-		require.NoError(t, err)
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if m.Subject() == subj.IncidentsOpen() {
-				var ev incident.Event
-				require.NoError(t, json.Unmarshal(m.Data(), &ev))
-				out.open = append(out.open, ev)
-				continue
-			}
-			var st incident.Storm
-			require.NoError(t, json.Unmarshal(m.Data(), &st))
-			out.storms = append(out.storms, st)
+	for _, m := range testenv.ReadStream(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
+		if m.Subject == subj.IncidentsOpen() {
+			var ev incident.Event
+			require.NoError(t, json.Unmarshal(m.Data, &ev))
+			out.open = append(out.open, ev)
+			continue
 		}
-		require.NoError(t, batch.Error())
-		require.Positive(t, n, "stream ran dry before its pending count")
-		got += uint64(n)
+		var st incident.Storm
+		require.NoError(t, json.Unmarshal(m.Data, &st))
+		out.storms = append(out.storms, st)
 	}
 	return out
 }
