@@ -159,6 +159,11 @@ type Writer struct {
 	// CoalesceInterval is how long status updates to one CR are gathered
 	// into one patch.
 	CoalesceInterval time.Duration `mapstructure:"coalesce_interval" yaml:"coalesce_interval"`
+	// CoalesceMaxInterval bounds the spacing of writes to a busy CR: while
+	// a CR keeps being written within it, the spacing doubles from
+	// coalesce_interval up to this, so a storm or a duplicate flood costs
+	// one write per CR per CoalesceMaxInterval.
+	CoalesceMaxInterval time.Duration `mapstructure:"coalesce_max_interval" yaml:"coalesce_max_interval"`
 	// TerminalPhases end an incident: the next firing opens a new CR.
 	TerminalPhases []string `mapstructure:"terminal_phases" yaml:"terminal_phases"`
 	// MaxAnnotationBytes bounds the annotations copied into a CR.
@@ -168,8 +173,9 @@ type Writer struct {
 	Priority []PriorityRule `mapstructure:"priority" yaml:"priority"`
 	// Concurrency overrides bus.consumer.concurrency for the writer (0
 	// keeps it). Handlers wait for the coalesced status write that covers
-	// their message before it is acked, so a flood on one CR holds many
-	// handlers for up to coalesce_interval: the writer needs far more
+	// their message before it is acked (unless a newer revision of the
+	// same incident supersedes it), so many CRs updated at once hold many
+	// handlers for up to the write spacing: the writer needs far more
 	// slots than CPU-bound stages. Keep it at most
 	// bus.consumer.max_ack_pending.
 	Concurrency int `mapstructure:"concurrency" yaml:"concurrency"`
@@ -217,13 +223,14 @@ func DefaultPriority() []PriorityRule {
 // DefaultWriter returns the writer defaults.
 func DefaultWriter() Writer {
 	return Writer{
-		QPS:                50,
-		Burst:              100,
-		FieldManager:       "stormweir",
-		FallbackNamespace:  "stormweir-system",
-		CoalesceInterval:   500 * time.Millisecond,
-		TerminalPhases:     []string{"Completed", "Failed", "Cancelled", "TimedOut"},
-		MaxAnnotationBytes: 16 << 10,
+		QPS:                 50,
+		Burst:               100,
+		FieldManager:        "stormweir",
+		FallbackNamespace:   "stormweir-system",
+		CoalesceInterval:    500 * time.Millisecond,
+		CoalesceMaxInterval: 5 * time.Second,
+		TerminalPhases:      []string{"Completed", "Failed", "Cancelled", "TimedOut"},
+		MaxAnnotationBytes:  16 << 10,
 		Environment: Environment{
 			LabelKeys: []string{"environment"},
 			Patterns: []EnvironmentPattern{
@@ -252,6 +259,9 @@ func (w Writer) Validate() error {
 		errs = append(errs, errors.New("writer.fallback_namespace: required"))
 	}
 	errs = append(errs, positive("writer.coalesce_interval", w.CoalesceInterval))
+	if w.CoalesceMaxInterval < w.CoalesceInterval {
+		errs = append(errs, fmt.Errorf("writer.coalesce_max_interval: %s is below writer.coalesce_interval (%s)", w.CoalesceMaxInterval, w.CoalesceInterval))
+	}
 	if w.Concurrency < 0 {
 		errs = append(errs, errors.New("writer.concurrency: must not be negative (0 uses bus.consumer.concurrency)"))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,14 +29,26 @@ const errRevisionRegress = "observedRevision must not decrease"
 // coalescer gathers status updates per RemediationRequest and writes them
 // with one server-side apply per flush. The first update to an idle
 // request is written at once (no added latency for a new incident); while
-// a write is in flight or within interval of the last one, updates wait
-// and ride on the next write together. That is how a flood of 1,000
-// occurrences becomes a handful of writes.
+// a write is in flight or within the request's spacing of the last one,
+// updates wait and ride on the next write together. The spacing starts at
+// interval and doubles, up to maxInterval, for as long as the request is
+// written again within maxInterval of its last write: a request under a
+// storm or a duplicate flood costs the API server one write per
+// maxInterval, while a quiet request's next update is written at once.
 //
-// Delivery guarantee: Submit returns only after a write that includes its
-// mutation succeeded (or after it was found to change nothing), so the
-// caller may ack its message; on failure every waiter of that flush gets
-// the error and its message is redelivered.
+// Delivery guarantee: submit returns only after a write that includes its
+// mutation succeeded (or after it was found to change nothing, or was
+// superseded), so the caller may ack its message; on failure every waiter
+// of that flush gets the error and its message is redelivered.
+//
+// Supersession: events carry absolute values and a revision, so a
+// pending or in-flight update of a subject (incident or storm) at
+// revision r makes every update of that subject at or below r redundant.
+// Such an update returns at once, without waiting for the write, and so
+// does a pending one that a newer update replaces: the newer update's
+// message is not acked until its write succeeded, and a redelivery of it
+// carries everything the older one did. This is what keeps a flood on one
+// request from holding a handler per message for the whole spacing.
 //
 // Writes carry no resourceVersion, so the remediation controller's writes
 // to status.phase never make them conflict. What keeps two writer replicas
@@ -47,6 +60,7 @@ type coalescer struct {
 	c            client.Client
 	fieldManager string
 	interval     time.Duration
+	maxInterval  time.Duration
 	requestTO    time.Duration
 	m            *metrics
 	log          *slog.Logger
@@ -59,34 +73,50 @@ type entry struct {
 	key types.NamespacedName
 	// Guarded by coalescer.mu.
 	pending   []*pendingMutation
+	inflight  []*pendingMutation
 	flushing  bool
 	timer     *time.Timer
 	lastFlush time.Time
+	// spacing is the least time between two writes; see coalescer.
+	spacing time.Duration
 
 	// Owned by the one running flush (or set by seed before any flush).
 	loaded bool
 	base   v1alpha1.RemediationRequestStatus
 }
 
+// update is one status update: mut brings the request's status to
+// subject's revision rev.
+type update struct {
+	subject string
+	rev     int64
+	mut     mutation
+}
+
 type pendingMutation struct {
-	mut  mutation
-	done chan flushResult
+	update
+	done chan submitResult
 }
 
-type flushResult struct {
+// submitResult is what became of one update.
+type submitResult struct {
+	// changed: a write carried the update.
 	changed bool
-	err     error
+	// superseded: a newer revision of the same subject carries it.
+	superseded bool
+	err        error
 }
 
-func newCoalescer(c client.Client, fieldManager string, interval time.Duration, m *metrics, log *slog.Logger) *coalescer {
+func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, m *metrics, log *slog.Logger) *coalescer {
 	return &coalescer{
-		c: c, fieldManager: fieldManager, interval: interval, requestTO: 10 * time.Second,
-		m: m, log: log, entries: map[types.NamespacedName]*entry{},
+		c: c, fieldManager: fieldManager, interval: interval, maxInterval: max(interval, maxInterval),
+		requestTO: 10 * time.Second, m: m, log: log, entries: map[types.NamespacedName]*entry{},
 	}
 }
 
-// seed records the state of a request the writer just created, so its
-// first status write needs no read.
+// seed records the state of a request the writer just created (with its
+// status), so its next write needs no read. The create counts as a write:
+// the next update waits for the spacing, riding with the ones after it.
 func (co *coalescer) seed(rr *v1alpha1.RemediationRequest) {
 	key := client.ObjectKeyFromObject(rr)
 	co.mu.Lock()
@@ -94,31 +124,63 @@ func (co *coalescer) seed(rr *v1alpha1.RemediationRequest) {
 	if _, ok := co.entries[key]; ok {
 		return
 	}
-	co.entries[key] = &entry{key: key, loaded: true, base: owned(&rr.Status)}
+	co.entries[key] = &entry{key: key, loaded: true, base: owned(&rr.Status), lastFlush: time.Now(), spacing: co.interval}
 }
 
-// submit queues mut for the request key and waits until a write that
-// includes it succeeded. changed is false when mut changed nothing (an
-// old or repeated revision), in which case nothing was written for it.
-func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, mut mutation) (changed bool, err error) {
-	pm := &pendingMutation{mut: mut, done: make(chan flushResult, 1)}
+// submit queues u for the request key and waits until a write that
+// includes it succeeded. The result's changed is false when u changed
+// nothing (an old or repeated revision) or was superseded; nothing was
+// written for it then.
+func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u update) (submitResult, error) {
 	co.mu.Lock()
 	e := co.entries[key]
 	if e == nil {
-		e = &entry{key: key}
+		e = &entry{key: key, spacing: co.interval}
 		co.entries[key] = e
 	}
+	if co.redundantLocked(e, u) {
+		co.mu.Unlock()
+		return submitResult{}, nil
+	}
+	pm := &pendingMutation{update: u, done: make(chan submitResult, 1)}
 	e.pending = append(e.pending, pm)
 	co.schedule(e)
 	co.mu.Unlock()
 	select {
 	case r := <-pm.done:
-		return r.changed, r.err
+		return r, r.err
 	case <-ctx.Done():
 		// The mutation may still be written; it is idempotent, and the
 		// message is redelivered because it is not acked.
-		return false, fmt.Errorf("waiting for status write of %s: %w", key, ctx.Err())
+		return submitResult{}, fmt.Errorf("waiting for status write of %s: %w", key, ctx.Err())
 	}
+}
+
+// redundantLocked reports whether a pending or in-flight update of u's
+// subject at u's revision or newer makes u redundant (u is stale: it
+// changes nothing that write does not). A pending update at an older
+// revision is superseded by u: it is released (its caller may ack) and
+// dropped. There is at most one pending update per subject. Called with
+// co.mu held.
+func (co *coalescer) redundantLocked(e *entry, u update) bool {
+	for _, pm := range e.inflight {
+		if pm.subject == u.subject && pm.rev >= u.rev {
+			return true
+		}
+	}
+	for i, pm := range e.pending {
+		if pm.subject != u.subject {
+			continue
+		}
+		if pm.rev >= u.rev {
+			return true
+		}
+		pm.done <- submitResult{superseded: true}
+		co.m.coalesced.Inc()
+		e.pending = slices.Delete(e.pending, i, i+1)
+		return false
+	}
+	return false
 }
 
 // schedule starts a flush of e now or when interval has passed since the
@@ -127,7 +189,7 @@ func (co *coalescer) schedule(e *entry) {
 	if e.flushing || e.timer != nil || len(e.pending) == 0 {
 		return
 	}
-	wait := co.interval - time.Since(e.lastFlush)
+	wait := e.spacing - time.Since(e.lastFlush)
 	if wait <= 0 {
 		e.flushing = true
 		go co.flush(e)
@@ -144,15 +206,22 @@ func (co *coalescer) schedule(e *entry) {
 func (co *coalescer) flush(e *entry) {
 	co.mu.Lock()
 	batch := e.pending
-	e.pending = nil
+	e.pending, e.inflight = nil, batch
 	co.mu.Unlock()
 
 	changed, wrote, err := co.write(e, batch)
 
 	co.mu.Lock()
-	e.flushing = false
+	e.flushing, e.inflight = false, nil
 	if wrote {
-		e.lastFlush = time.Now()
+		now := time.Now()
+		if !e.lastFlush.IsZero() && now.Sub(e.lastFlush) <= co.maxInterval {
+			// Written again within maxInterval: a busy request.
+			e.spacing = min(2*e.spacing, co.maxInterval)
+		} else {
+			e.spacing = co.interval
+		}
+		e.lastFlush = now
 	}
 	if err != nil {
 		// The state of the request is unknown now; read it again next time.
@@ -161,7 +230,7 @@ func (co *coalescer) flush(e *entry) {
 	co.schedule(e)
 	co.mu.Unlock()
 	for i, pm := range batch {
-		pm.done <- flushResult{changed: err == nil && changed[i], err: err}
+		pm.done <- submitResult{changed: err == nil && changed[i], err: err}
 	}
 }
 
@@ -215,7 +284,10 @@ func (co *coalescer) load(ctx context.Context, e *entry) error {
 }
 
 // apply writes st, the whole of stormweir's status fields, with
-// server-side apply under the writer's field manager.
+// server-side apply under the writer's field manager. The request has no
+// status subresource (so that a create can carry the first status), which
+// makes this an apply to the request itself naming only status fields;
+// the CRD keeps spec immutable.
 func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1alpha1.RemediationRequestStatus) error {
 	ctx, cancel := context.WithTimeout(ctx, co.requestTO)
 	defer cancel()
@@ -233,7 +305,7 @@ func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1
 		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
 		"status":     status,
 	}}
-	return co.c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
+	return co.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
 }
 
 // sweep forgets requests idle for longer than idle, bounding memory to the
@@ -257,7 +329,7 @@ func (co *coalescer) run(ctx context.Context, also func()) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			co.sweep(2*co.interval + time.Minute)
+			co.sweep(2*co.maxInterval + time.Minute)
 			also()
 		}
 	}

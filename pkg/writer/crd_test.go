@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -57,4 +58,37 @@ func TestRemediationRequestCRD_rejectsInvalidObjects(t *testing.T) {
 			assert.True(t, apierrors.IsInvalid(err), "want 422 Invalid, got %v", err)
 		})
 	}
+}
+
+// Status is not a subresource, so the create carries status, and the
+// spec's immutability rule is what keeps status writers off the spec.
+func TestRemediationRequestCRD_createCarriesStatusAndSpecIsImmutable(t *testing.T) {
+	ctx := context.Background()
+	h := &harness{t: t}
+	ns := h.namespace("crd-"+testenv.RandomID()[:8], nil)
+
+	rr := validRequest(ns)
+	rr.Status = v1alpha1.RemediationRequestStatus{
+		ObservedRevision: 1,
+		Occurrences:      &v1alpha1.Occurrences{Count: 1, FirstSeen: rr.Spec.ReceivedTime, LastSeen: rr.Spec.ReceivedTime},
+		Signal:           &v1alpha1.SignalStatus{State: v1alpha1.SignalFiring},
+	}
+	require.NoError(t, admin.Create(ctx, rr))
+	var got v1alpha1.RemediationRequest
+	require.NoError(t, admin.Get(ctx, client.ObjectKeyFromObject(rr), &got))
+	require.NotNil(t, got.Status.Occurrences, "the create's status is stored")
+	assert.EqualValues(t, 1, got.Status.Occurrences.Count)
+	assert.EqualValues(t, 1, got.Status.ObservedRevision)
+
+	changed := got.DeepCopy()
+	changed.Spec.Priority = "P3"
+	err := admin.Update(ctx, changed)
+	require.Error(t, err, "spec must not change")
+	assert.True(t, apierrors.IsInvalid(err), "want 422 Invalid, got %v", err)
+	assert.Contains(t, err.Error(), "spec is immutable")
+
+	changed = got.DeepCopy()
+	changed.Status.Phase = "Running"
+	changed.Labels = map[string]string{"team": "sre"}
+	require.NoError(t, admin.Update(ctx, changed), "status and metadata may change")
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -30,7 +31,7 @@ func setPhase(ctx context.Context, ns, name, phase string) error {
 		"metadata": map[string]any{"name": name, "namespace": ns},
 		"status":   map[string]any{"phase": phase},
 	}}
-	return admin.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("remediator"))
+	return admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("remediator"))
 }
 
 func TestWriter_coalescesOccurrenceFlood(t *testing.T) {
@@ -60,6 +61,62 @@ func TestWriter_coalescesOccurrenceFlood(t *testing.T) {
 		updates, published.Round(time.Millisecond), writes, counterValue(h.w.m.coalesced))
 	assert.LessOrEqual(t, writes, 40.0, "a flood must cost a few dozen writes at most")
 	assert.Zero(t, h.result(bus.ResultNak))
+}
+
+// With two handler slots and a long write spacing, a flood on one
+// request can only drain if older revisions are released as soon as a
+// newer one is queued: waiting for the write would let two messages
+// through per spacing.
+func TestWriter_floodOnOneRequestHoldsOneHandler(t *testing.T) {
+	h := startWriter(t, func(c *config.Config) {
+		c.Writer.Concurrency = 2
+		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = time.Second, 5*time.Second
+	})
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("slots-" + h.id)
+	id := "i" + h.id + "slots"
+	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
+	h.open(e)
+	const updates = 300
+	for rev := int64(2); rev <= updates+1; rev++ {
+		u := e
+		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
+		h.update(u)
+	}
+	h.waitAcked(updates+1, 30*time.Second)
+	rr := get(t, ns, id)
+	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "the newest revision is written")
+	assert.GreaterOrEqual(t, counterValue(h.w.m.coalesced), float64(updates-30), "older revisions ride on newer ones")
+	assert.Zero(t, h.result(bus.ResultNak))
+}
+
+// A request updated again and again has its writes spaced further apart
+// (doubling up to coalesce_max_interval), while each update still lands.
+func TestWriter_busyRequestWritesBackOff(t *testing.T) {
+	h := startWriter(t, func(c *config.Config) {
+		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = 50*time.Millisecond, time.Second
+	})
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("busy-" + h.id)
+	id := "i" + h.id + "busy"
+	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
+	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	before := h.writes()
+	const updates = 40
+	for rev := int64(2); rev <= updates+1; rev++ {
+		u := e
+		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
+		h.update(u)
+		// Slower than coalesce_interval: at a fixed spacing every update
+		// would cost a write of its own.
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.waitAcked(updates+1, 20*time.Second)
+	writes := h.writes() - before
+	t.Logf("%d updates 100ms apart → %v writes", updates, writes)
+	assert.EqualValues(t, updates+1, get(t, ns, id).Status.Occurrences.Count)
+	assert.LessOrEqual(t, writes, float64(updates/3), "a busy request's writes back off")
 }
 
 func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
@@ -113,7 +170,9 @@ func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "stormweir's fields kept")
 	owners := map[string]string{}
 	for _, mf := range rr.ManagedFields {
-		if mf.Subresource == "status" && mf.FieldsV1 != nil {
+		// Server-side apply entries only: the create's own entry also
+		// lists the status it carried.
+		if mf.Operation == metav1.ManagedFieldsOperationApply && mf.FieldsV1 != nil {
 			var f map[string]any
 			require.NoError(t, json.Unmarshal(mf.FieldsV1.Raw, &f))
 			st, _ := f["f:status"].(map[string]any)

@@ -96,26 +96,34 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
 			return err
 		}
+		if created {
+			// The create carried e's status: nothing left to write.
+			w.observeLatency(m)
+			return nil
+		}
 	}
 	mut, fold := applyOwn(e), &foldResult{}
 	if !own {
 		mut = applyFolded(e, fold)
 	}
-	changed, err := w.co.submit(ctx, *host, mut)
+	res, err := w.co.submit(ctx, *host, update{subject: e.IncidentID, rev: e.Revision, mut: mut})
 	if err != nil {
 		return err
 	}
+	changed := res.changed
 	switch {
+	case res.superseded:
+		// A newer revision of the incident carries this one.
 	case fold.full:
 		w.m.skipped.WithLabelValues(skipFoldFull).Inc()
 		log.Warn("request's folded incident list is full; incident not counted", "request", host.String())
 	case changed && fold.appended:
 		w.m.folded.Inc()
 		log.Info("incident folded into the active request of its fingerprint", "request", host.String())
-	case !changed && !created:
+	case !changed:
 		w.m.skipped.WithLabelValues(skipStale).Inc()
 	}
-	if changed || created {
+	if changed {
 		w.observeLatency(m)
 	}
 	return nil
@@ -184,6 +192,8 @@ func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.Name
 		return nil, false, false, err
 	}
 	rr := newRequest(e.IncidentID, e.Fingerprint, &e.Signal, pl, w.cfg.MaxAnnotationBytes, e.FirstSeen)
+	// The create carries the event's status: one API write per new request.
+	applyOwn(e)(&rr.Status)
 	if previous != nil {
 		rr.Spec.PreviousRequestRef = &v1alpha1.RequestRef{
 			Name: previous.Name, Namespace: previous.Namespace,
@@ -321,20 +331,25 @@ func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm)
 			return err
 		}
 		rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
+		applyStorm(s)(&rr.Status)
 		if created, err = w.create(ctx, rr); err != nil {
 			return err
+		}
+		if created {
+			w.observeLatency(m)
+			return nil
 		}
 		k := client.ObjectKeyFromObject(rr)
 		host = &k
 	}
-	changed, err := w.co.submit(ctx, *host, applyStorm(s))
+	res, err := w.co.submit(ctx, *host, update{subject: s.StormID, rev: s.Revision, mut: applyStorm(s)})
 	if err != nil {
 		return err
 	}
-	if !changed && !created {
+	if !res.changed && !res.superseded {
 		w.m.skipped.WithLabelValues(skipStale).Inc()
 	}
-	if changed || created {
+	if res.changed {
 		w.observeLatency(m)
 	}
 	return nil

@@ -167,7 +167,7 @@ func New(o Options) (*Writer, error) {
 	if w.classifier, err = NewClassifier(cfg, w.cache); err != nil {
 		return nil, err
 	}
-	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, w.m, w.log)
+	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, w.m, w.log)
 	w.ender = newEnder(o.Store, w.cache, w.terminal, w.m, w.log)
 
 	o.Process.Health.AddCheck("kubernetes", w.checkAPI)

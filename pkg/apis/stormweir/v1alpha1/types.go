@@ -102,7 +102,10 @@ type RequestRef struct {
 }
 
 // RemediationRequestSpec is the incident as classified when it opened. The
-// writer sets it once, at creation; it never changes afterwards.
+// writer sets it once, at creation; the API server refuses any change to
+// it afterwards.
+//
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
 type RemediationRequestSpec struct {
 	// Fingerprint identifies the incident's source (DESIGN §2); for a storm,
 	// its scope.
@@ -201,6 +204,12 @@ type FoldedIncident struct {
 // without any write having to carry a resourceVersion (which would make
 // stormweir and the controller conflict with each other).
 //
+// Status is not a subresource: a new request is created with its status
+// in one write (a create through a status subresource drops status, which
+// would cost every new incident a second write). Both owners apply their
+// status fields to the request itself; the spec's immutability rule keeps
+// those writes from touching anything else.
+//
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.observedRevision) || (has(self.observedRevision) && self.observedRevision >= oldSelf.observedRevision)",message="observedRevision must not decrease"
 type RemediationRequestStatus struct {
 	// Phase is set by the remediation controller. Terminal phases
@@ -230,7 +239,6 @@ type RemediationRequestStatus struct {
 // RemediationRequest asks for one incident to be remediated.
 //
 // +kubebuilder:object:root=true
-// +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=rr,categories=stormweir
 // +kubebuilder:printcolumn:name="Signal",type=string,JSONPath=`.spec.signal.name`
 // +kubebuilder:printcolumn:name="Severity",type=string,JSONPath=`.spec.signal.severity`
