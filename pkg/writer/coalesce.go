@@ -61,7 +61,7 @@ type coalescer struct {
 	fieldManager string
 	interval     time.Duration
 	maxInterval  time.Duration
-	requestTO    time.Duration
+	calls        *apiCalls
 	m            *metrics
 	log          *slog.Logger
 
@@ -110,7 +110,7 @@ type submitResult struct {
 func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, m *metrics, log *slog.Logger) *coalescer {
 	return &coalescer{
 		c: c, fieldManager: fieldManager, interval: interval, maxInterval: max(interval, maxInterval),
-		requestTO: 10 * time.Second, m: m, log: log, entries: map[types.NamespacedName]*entry{},
+		calls: newAPICalls(10 * time.Second), m: m, log: log, entries: map[types.NamespacedName]*entry{},
 	}
 }
 
@@ -237,7 +237,7 @@ func (co *coalescer) flush(e *entry) {
 // write applies batch on top of the request's status and writes the
 // result, re-reading and retrying on a resourceVersion conflict.
 func (co *coalescer) write(e *entry, batch []*pendingMutation) (changed []bool, wrote bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(maxConflictRetries+1)*co.requestTO)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(maxConflictRetries+1)*co.calls.timeout+time.Minute)
 	defer cancel()
 	changed = make([]bool, len(batch))
 	for attempt := 0; ; attempt++ {
@@ -273,10 +273,8 @@ func (co *coalescer) write(e *entry, batch []*pendingMutation) (changed []bool, 
 }
 
 func (co *coalescer) load(ctx context.Context, e *entry) error {
-	ctx, cancel := context.WithTimeout(ctx, co.requestTO)
-	defer cancel()
 	var rr v1alpha1.RemediationRequest
-	if err := co.c.Get(ctx, e.key, &rr); err != nil {
+	if err := co.calls.do(ctx, func(ctx context.Context) error { return co.c.Get(ctx, e.key, &rr) }); err != nil {
 		return classify(fmt.Errorf("reading remediation request %s: %w", e.key, err))
 	}
 	e.base, e.loaded = owned(&rr.Status), true
@@ -289,8 +287,6 @@ func (co *coalescer) load(ctx context.Context, e *entry) error {
 // makes this an apply to the request itself naming only status fields;
 // the CRD keeps spec immutable.
 func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1alpha1.RemediationRequestStatus) error {
-	ctx, cancel := context.WithTimeout(ctx, co.requestTO)
-	defer cancel()
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encoding status: %w", err)
@@ -305,7 +301,9 @@ func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1
 		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
 		"status":     status,
 	}}
-	return co.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
+	return co.calls.do(ctx, func(ctx context.Context) error {
+		return co.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
+	})
 }
 
 // sweep forgets requests idle for longer than idle, bounding memory to the

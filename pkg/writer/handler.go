@@ -282,9 +282,9 @@ func (w *Writer) namespaceUsable(ctx context.Context, ns string) (bool, error) {
 		// ask the API server before sending the request to the fallback.
 		// This costs a read only when the namespace is missing from the
 		// cache, and only for a create, never per repeated signal.
-		cctx, cancel := context.WithTimeout(ctx, w.co.requestTO)
-		err = w.client.Get(cctx, types.NamespacedName{Name: ns}, &obj)
-		cancel()
+		err = w.co.calls.do(ctx, func(ctx context.Context) error {
+			return w.client.Get(ctx, types.NamespacedName{Name: ns}, &obj)
+		})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -298,9 +298,9 @@ func (w *Writer) namespaceUsable(ctx context.Context, ns string) (bool, error) {
 // create creates rr; AlreadyExists means an earlier delivery did, which is
 // success. It reports whether this call created it.
 func (w *Writer) create(ctx context.Context, rr *v1alpha1.RemediationRequest) (bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, w.co.requestTO)
-	defer cancel()
-	err := w.client.Create(cctx, rr, client.FieldOwner(w.cfg.FieldManager))
+	err := w.co.calls.do(ctx, func(ctx context.Context) error {
+		return w.client.Create(ctx, rr, client.FieldOwner(w.cfg.FieldManager))
+	})
 	switch {
 	case err == nil:
 		w.m.created.Inc()

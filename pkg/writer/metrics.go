@@ -1,8 +1,10 @@
 package writer
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -97,7 +99,9 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 const maxInFlightRequests = 64
 
 // limitingTransport admits at most cap(slots) requests at once; watches
-// are long-lived and bypass it.
+// are long-lived and bypass it. The writer's own requests are admitted
+// earlier, by apiCalls, so their timeouts start only once they hold a
+// slot; this bound also covers the informers' lists and discovery.
 type limitingTransport struct {
 	next  http.RoundTripper
 	slots chan struct{}
@@ -115,4 +119,32 @@ func (t *limitingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	defer func() { <-t.slots }()
 	return t.next.RoundTrip(r)
+}
+
+// apiCalls admits the writer's own API requests (creates, applies, live
+// reads), at most maxInFlightRequests at once, and gives each its timeout
+// only once admitted. Under a burst thousands of handlers queue here; if
+// the queueing ate into the request's timeout, creates would time out
+// after they were sent and their retries would cost the API server an
+// AlreadyExists each.
+type apiCalls struct {
+	slots   chan struct{}
+	timeout time.Duration
+}
+
+func newAPICalls(timeout time.Duration) *apiCalls {
+	return &apiCalls{slots: make(chan struct{}, maxInFlightRequests), timeout: timeout}
+}
+
+// do runs fn with a slot held and a context bounded by the timeout.
+func (a *apiCalls) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	select {
+	case a.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.slots }()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	return fn(ctx)
 }
