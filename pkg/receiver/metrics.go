@@ -1,12 +1,29 @@
 package receiver
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	requests *prometheus.CounterVec
 	signals  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	publish  prometheus.Histogram
+
+	// bySource caches each endpoint's series, so a request does not hash
+	// label values to find them.
+	bySource sync.Map // string → *sourceMetrics
+}
+
+// sourceMetrics are one endpoint's series.
+type sourceMetrics struct {
+	accepted202                                    prometheus.Counter
+	latency                                        prometheus.Observer
+	accepted, duplicate, rejected, ignored, failed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,4 +49,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.requests, m.signals, m.latency, m.publish)
 	return m
+}
+
+// source returns the series of endpoint src (a signal source).
+func (m *metrics) source(src string) *sourceMetrics {
+	if s, ok := m.bySource.Load(src); ok {
+		return s.(*sourceMetrics)
+	}
+	s := &sourceMetrics{
+		accepted202: m.requests.WithLabelValues(src, strconv.Itoa(http.StatusAccepted)),
+		latency:     m.latency.WithLabelValues(src),
+		accepted:    m.signals.WithLabelValues(src, "accepted"),
+		duplicate:   m.signals.WithLabelValues(src, "duplicate"),
+		rejected:    m.signals.WithLabelValues(src, "rejected"),
+		ignored:     m.signals.WithLabelValues(src, "ignored"),
+		failed:      m.signals.WithLabelValues(src, "failed"),
+	}
+	actual, _ := m.bySource.LoadOrStore(src, s)
+	return actual.(*sourceMetrics)
 }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -159,13 +158,18 @@ type problem struct {
 
 func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src signal.Source, decode func([]byte) (*signal.Batch, error)) {
 	start := r.now()
-	code := r.webhook(w, req, string(src), decode)
-	r.metrics.requests.WithLabelValues(string(src), strconv.Itoa(code)).Inc()
-	r.metrics.latency.WithLabelValues(string(src)).Observe(r.now().Sub(start).Seconds())
+	m := r.metrics.source(string(src))
+	code := r.webhook(w, req, m, decode)
+	if code == http.StatusAccepted {
+		m.accepted202.Inc()
+	} else {
+		r.metrics.requests.WithLabelValues(string(src), strconv.Itoa(code)).Inc()
+	}
+	m.latency.Observe(r.now().Sub(start).Seconds())
 }
 
 // webhook handles one request and returns the status it answered.
-func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string, decode func([]byte) (*signal.Batch, error)) int {
+func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, m *sourceMetrics, decode func([]byte) (*signal.Batch, error)) int {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return writeProblem(w, http.StatusMethodNotAllowed, "method not allowed", "use POST", nil)
@@ -174,7 +178,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string,
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stormweir"`)
 		return writeProblem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", nil)
 	}
-	if ct := req.Header.Get("Content-Type"); ct != "" {
+	if ct := req.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 			return writeProblem(w, http.StatusUnsupportedMediaType, "unsupported media type",
@@ -187,7 +191,10 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string,
 	if req.ContentLength > limit {
 		return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large", fmt.Sprintf("body exceeds %d bytes", limit), nil)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, limit))
+	buf := getBuffer(req.ContentLength)
+	defer putBuffer(buf)
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, limit))
+	body := buf.Bytes()
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -199,8 +206,8 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string,
 	if err != nil {
 		return writeProblem(w, http.StatusBadRequest, "invalid payload", err.Error(), nil)
 	}
-	r.metrics.signals.WithLabelValues(src, "rejected").Add(float64(len(batch.Rejected)))
-	r.metrics.signals.WithLabelValues(src, "ignored").Add(float64(batch.Ignored))
+	m.rejected.Add(float64(len(batch.Rejected)))
+	m.ignored.Add(float64(batch.Ignored))
 	if len(batch.Signals) == 0 && batch.Ignored == 0 {
 		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
 	}
@@ -213,18 +220,38 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src string,
 	res, err := r.pub.Publish(req.Context(), outs...)
 	r.metrics.publish.Observe(r.now().Sub(pstart).Seconds())
 	if err != nil {
-		r.metrics.signals.WithLabelValues(src, "failed").Add(float64(len(outs)))
+		m.failed.Add(float64(len(outs)))
 		r.log.Warn("signals not stored; asking the sender to retry", "signals", len(outs), "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
 		return writeProblem(w, http.StatusServiceUnavailable, "bus unavailable", "signals were not stored; retry later", nil)
 	}
-	r.metrics.signals.WithLabelValues(src, "accepted").Add(float64(len(outs) - res.Duplicates))
-	r.metrics.signals.WithLabelValues(src, "duplicate").Add(float64(res.Duplicates))
+	m.accepted.Add(float64(len(outs) - res.Duplicates))
+	m.duplicate.Add(float64(res.Duplicates))
 	resp := Response{Accepted: len(outs), Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: batch.Ignored, Truncated: batch.Truncated}
-	if resp.Rejected == nil {
-		resp.Rejected = []signal.Rejection{}
+	if len(resp.Rejected) == 0 {
+		// The common answer, written without reflection.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write(resp.appendJSON(make([]byte, 0, 96)))
+		return http.StatusAccepted
 	}
 	return writeJSON(w, http.StatusAccepted, "application/json", resp)
+}
+
+// appendJSON appends r without rejections as encoding/json (through an
+// Encoder) writes it.
+func (r Response) appendJSON(b []byte) []byte {
+	b = append(b, `{"accepted":`...)
+	b = strconv.AppendInt(b, int64(r.Accepted), 10)
+	b = append(b, `,"duplicates":`...)
+	b = strconv.AppendInt(b, int64(r.Duplicates), 10)
+	b = append(b, `,"rejected":[],"ignored":`...)
+	b = strconv.AppendInt(b, int64(r.Ignored), 10)
+	if r.Truncated != 0 {
+		b = append(b, `,"truncated":`...)
+		b = strconv.AppendInt(b, int64(r.Truncated), 10)
+	}
+	return append(b, "}\n"...)
 }
 
 // outputs encodes the batch as bus messages. Every message carries the
@@ -235,23 +262,35 @@ func (r *Receiver) outputs(req *http.Request, batch *signal.Batch) ([]bus.Output
 		tp = newTraceparent()
 	}
 	outs := make([]bus.Output, len(batch.Signals))
+	// The signals of a request share source, trace and receipt time: their
+	// header values are built once (the bus only reads them).
+	tpv := []string{tp}
+	var (
+		src, received   []string
+		srcOf           signal.Source
+		receivedAt      time.Time
+		subject         string
+		fingerprintVals = make([]string, len(batch.Signals))
+	)
 	for i := range batch.Signals {
 		s := &batch.Signals[i]
 		data, err := signal.Encode(s)
 		if err != nil {
 			return nil, err
 		}
-		outs[i] = bus.Output{
-			Subject: r.subjects.Signals(s.Source),
-			Data:    data,
-			MsgID:   s.ID,
-			Header: nats.Header{
-				bus.HeaderFingerprint: []string{s.Fingerprint},
-				bus.HeaderSource:      []string{string(s.Source)},
-				bus.HeaderTraceparent: []string{tp},
-				bus.HeaderReceivedAt:  []string{s.ReceivedAt.Format(time.RFC3339Nano)},
-			},
+		if src == nil || s.Source != srcOf {
+			srcOf, src, subject = s.Source, []string{string(s.Source)}, r.subjects.Signals(s.Source)
 		}
+		if received == nil || !s.ReceivedAt.Equal(receivedAt) || s.ReceivedAt.Location() != receivedAt.Location() {
+			receivedAt, received = s.ReceivedAt, []string{s.ReceivedAt.Format(time.RFC3339Nano)}
+		}
+		fingerprintVals[i] = s.Fingerprint
+		h := make(nats.Header, 5) // and Nats-Msg-Id, added by the publisher
+		h[bus.HeaderFingerprint] = fingerprintVals[i : i+1 : i+1]
+		h[bus.HeaderSource] = src
+		h[bus.HeaderTraceparent] = tpv
+		h[bus.HeaderReceivedAt] = received
+		outs[i] = bus.Output{Subject: subject, Data: data, MsgID: s.ID, Header: h}
 	}
 	return outs, nil
 }

@@ -140,6 +140,7 @@ func TestReceiver_fiveHundredAlertsBecomeFiveHundredSignals(t *testing.T) {
 	require.Len(t, want, 500)
 	msgs := h.stored()
 	require.Len(t, msgs, 500)
+	require.NotEmpty(t, msgs[0].Header.Get(bus.HeaderTraceparent))
 	for _, m := range msgs {
 		assert.Equal(t, "stormweir.signals.alertmanager", m.Subject)
 		var s signal.Signal
@@ -147,7 +148,9 @@ func TestReceiver_fiveHundredAlertsBecomeFiveHundredSignals(t *testing.T) {
 		assert.True(t, want[s.Fingerprint], "unexpected fingerprint %s", s.Fingerprint)
 		assert.Equal(t, s.Fingerprint, m.Header.Get(bus.HeaderFingerprint))
 		assert.Equal(t, s.ID, m.Header.Get(jetstream.MsgIDHeader))
-		assert.NotEmpty(t, m.Header.Get(bus.HeaderTraceparent))
+		assert.Equal(t, msgs[0].Header.Get(bus.HeaderTraceparent), m.Header.Get(bus.HeaderTraceparent), "one trace per request")
+		assert.Equal(t, "alertmanager", m.Header.Get(bus.HeaderSource))
+		assert.Equal(t, s.ReceivedAt.Format(time.RFC3339Nano), m.Header.Get(bus.HeaderReceivedAt))
 		delete(want, s.Fingerprint)
 	}
 	assert.Empty(t, want, "every alert's fingerprint stored once")
