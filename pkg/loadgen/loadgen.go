@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +48,8 @@ type Config struct {
 	MaxPerScope int
 	// Seed makes a run repeatable.
 	Seed uint64
-	// Client is the HTTP client; nil uses a pooled default.
+	// Client is the HTTP client; nil sends over one keep-alive connection
+	// per request in flight (plain http only; https needs a Client).
 	Client *http.Client
 }
 
@@ -90,6 +90,18 @@ const (
 
 // Plan generates the alerts of cfg in sending order.
 func Plan(cfg Config) ([]Alert, Expected) {
+	alerts := make([]Alert, 0, cfg.Alerts)
+	exp := plan(cfg, func(a Alert) { alerts = append(alerts, a) })
+	return alerts, exp
+}
+
+// pod names one incident of a plan: a repeat rebuilds its alert from it,
+// so a plan keeps no alert (two maps each) after emitting it.
+type pod struct{ name, namespace, pod string }
+
+// plan calls emit with each alert of cfg in sending order and returns the
+// ground truth of the load.
+func plan(cfg Config, emit func(Alert)) Expected {
 	r := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))
 	nss := cfg.Namespaces
 	if len(nss) == 0 {
@@ -97,18 +109,17 @@ func Plan(cfg Config) ([]Alert, Expected) {
 	}
 	exp := Expected{Occurrences: map[string]int{}}
 	base := time.Now().UTC().Truncate(time.Second)
-	var pods []Alert
+	var pods []pod
 	individual := 0
-	alerts := make([]Alert, 0, cfg.Alerts)
 	for i := range cfg.Alerts {
-		var a Alert
+		var p pod
 		if len(pods) > 0 && r.Float64() < cfg.DuplicateRatio {
 			// The same label set: the same fingerprint.
-			a = pods[r.IntN(len(pods))]
+			p = pods[r.IntN(len(pods))]
 		} else {
 			n := len(pods)
 			if r.Float64() < cfg.StormRatio {
-				a = PodAlert(StormAlertname, StormNamespace, fmt.Sprintf("storm-%06d", n), base)
+				p = pod{StormAlertname, StormNamespace, fmt.Sprintf("storm-%06d", n)}
 				exp.StormIncidents++
 			} else {
 				ns, name := nss[n%len(nss)], "KubeContainerOOMKilled"
@@ -119,18 +130,19 @@ func Plan(cfg Config) ([]Alert, Expected) {
 					}
 				}
 				individual++
-				a = PodAlert(name, ns, fmt.Sprintf("app-%06d", n), base)
+				p = pod{name, ns, fmt.Sprintf("app-%06d", n)}
 			}
-			pods = append(pods, a)
+			pods = append(pods, p)
 			exp.Incidents++
 		}
 		// A distinct delivery: Alertmanager would send a later startsAt
 		// after the alert resolved and fired again.
+		a := PodAlert(p.name, p.namespace, p.pod, base)
 		a.StartsAt = base.Add(time.Duration(i) * time.Microsecond)
-		exp.Occurrences[a.Labels["namespace"]+"/"+a.Labels["pod"]]++
-		alerts = append(alerts, a)
+		exp.Occurrences[p.namespace+"/"+p.pod]++
+		emit(a)
 	}
-	return alerts, exp
+	return exp
 }
 
 // Run sends the load of cfg and reports. progress, when not nil, gets a
@@ -140,17 +152,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		return Report{}, errors.New("loadgen: url, alerts and batch size are required")
 	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
-	client := cfg.Client
-	if client == nil {
-		client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency}}
+	newSender, err := senders(cfg)
+	if err != nil {
+		return Report{}, err
 	}
-	alerts, exp := Plan(cfg)
+	// Bodies are encoded before the clock starts, batch by batch as the
+	// plan goes, so only the bodies stay in memory.
 	var bodies [][]byte
-	for i := 0; i < len(alerts); i += cfg.BatchSize {
-		bodies = append(bodies, NewWebhook(alerts[i:min(i+cfg.BatchSize, len(alerts))]...).JSON())
+	batch := make([]Alert, 0, cfg.BatchSize)
+	flush := func() {
+		if len(batch) > 0 {
+			bodies = append(bodies, NewWebhook(batch...).JSON())
+			batch = batch[:0]
+		}
 	}
+	exp := plan(cfg, func(a Alert) {
+		if batch = append(batch, a); len(batch) == cfg.BatchSize {
+			flush()
+		}
+	})
+	flush()
 
-	rep := Report{Alerts: len(alerts), Expected: exp}
+	rep := Report{Alerts: cfg.Alerts, Expected: exp}
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, len(bodies))
 	var accepted, done atomic.Int64
@@ -158,8 +181,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	var wg sync.WaitGroup
 	for range cfg.Concurrency {
 		wg.Go(func() {
+			send := newSender()
+			defer send.close()
 			for body := range work {
-				d, res, err := post(ctx, client, cfg, body)
+				d, res, err := post(ctx, send, body)
 				mu.Lock()
 				rep.Requests++
 				lat = append(lat, d)
@@ -235,28 +260,18 @@ type response struct {
 }
 
 // post sends one webhook, retrying a 503 as Alertmanager would.
-func post(ctx context.Context, c *http.Client, cfg Config, body []byte) (time.Duration, response, error) {
+func post(ctx context.Context, send sender, body []byte) (time.Duration, response, error) {
 	start := time.Now()
 	var res response
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL, bytes.NewReader(body))
-		if err != nil {
-			return 0, res, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if cfg.Token != "" {
-			req.Header.Set("Authorization", "Bearer "+cfg.Token)
-		}
-		resp, err := c.Do(req)
+		code, b, err := send.post(ctx, body)
 		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
 			switch {
-			case resp.StatusCode == http.StatusAccepted:
+			case code == http.StatusAccepted:
 				err = json.Unmarshal(b, &res)
 				return time.Since(start), res, err
-			case resp.StatusCode != http.StatusServiceUnavailable:
-				return time.Since(start), res, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+			case code != http.StatusServiceUnavailable:
+				return time.Since(start), res, fmt.Errorf("status %d: %s", code, b)
 			}
 		}
 		if attempt >= 20 || ctx.Err() != nil {

@@ -100,11 +100,17 @@ func fingerprintOf(labels map[string]string) string {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	for _, k := range keys {
-		for _, c := range []byte(k + "\xff" + labels[k] + "\xff") {
-			h ^= uint64(c)
+	add := func(s string) {
+		for i := range len(s) {
+			h ^= uint64(s[i])
 			h *= 1099511628211
 		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	for _, k := range keys {
+		add(k)
+		add(labels[k])
 	}
 	return fmt.Sprintf("%016x", h)
 }
