@@ -449,6 +449,8 @@ func (b *bench) storm() {
 	b.must(err, "API server metrics")
 	cfg := loadgen.Config{Alerts: 100_000, BatchSize: 100, Rate: 100_000.0 / 60, Concurrency: 4, DuplicateRatio: 0.9, StormRatio: 1, Seed: 6}
 	before := b.snapshot(p)
+	m0, err := p.Metrics(ctx, pipeline.Writer)
+	b.must(err, "writer metrics")
 	peak := map[string]int64{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -474,11 +476,13 @@ func (b *bench) storm() {
 	a1, err := p.API.Metrics(ctx)
 	b.must(err, "API server metrics")
 	writes := pipeline.RequestWrites(a1) - pipeline.RequestWrites(a0)
+	m1, err := p.Metrics(ctx, pipeline.Writer)
+	b.must(err, "writer metrics")
 	b.add(row{
 		scenario: "one storm: 100,000 alerts in 60 s (100-alert webhooks, 90% repeats, 10,000 pods)",
 		target:   "1 storm CR (+ precursors), ≤ 200 API writes",
-		result: fmt.Sprintf("%d storm CR, %d precursors, %d requests (want %d); storm members %d (want %d), occurrences %d (want %d); %.0f API writes to RemediationRequests (apiserver_request_total); accepted %.0f alerts/s, settled after %s",
-			res.StormRequests, res.Precursors, res.Requests, res.Want, res.StormMembers, res.WantStormMembers, res.StormOccurrences, res.WantStormOccurrences, writes, rep.AcceptedPerSec, took.Round(100*time.Millisecond)),
+		result: fmt.Sprintf("%d storm CR, %d precursors, %d requests (want %d); storm members %d (want %d), occurrences %d (want %d); %.0f API writes to RemediationRequests (apiserver_request_total; writer's requests %s; %s); accepted %.0f alerts/s, settled after %s",
+			res.StormRequests, res.Precursors, res.Requests, res.Want, res.StormMembers, res.WantStormMembers, res.StormOccurrences, res.WantStormOccurrences, writes, apiRequests(m0, m1), b.generations(p), rep.AcceptedPerSec, took.Round(100*time.Millisecond)),
 		verdict: verdict(res.OK() && writes <= 200, fmt.Sprintf("%.0f writes", writes)),
 		command: command("storm"),
 	})
@@ -495,6 +499,24 @@ func (b *bench) storm() {
 		verdict:  verdict(worst <= 100<<20, fmt.Sprintf("%.0f MiB", float64(worst)/(1<<20))),
 		command:  command("storm"),
 	})
+}
+
+// generations sums metadata.generation over the storm's requests and over
+// the others: each write that changed a request raises it by one (status
+// is not a subresource), so it says where the writes went.
+func (b *bench) generations(p *pipeline.Pipeline) string {
+	var l v1alpha1.RemediationRequestList
+	b.must(p.API.Client.List(context.Background(), &l), "listing requests")
+	var storm, other, n int64
+	for _, rr := range l.Items {
+		if rr.Spec.Storm != nil {
+			storm += rr.Generation
+		} else {
+			other += rr.Generation
+			n++
+		}
+	}
+	return fmt.Sprintf("generations: storm %d, the %d others %d", storm, n, other)
 }
 
 func (b *bench) markdown(total time.Duration) string {
