@@ -162,7 +162,8 @@ type Writer struct {
 	// CoalesceMaxInterval bounds the spacing of writes to a busy CR: while
 	// a CR keeps being written within it, the spacing doubles from
 	// coalesce_interval up to this, so a storm or a duplicate flood costs
-	// one write per CR per CoalesceMaxInterval.
+	// one write per CR per CoalesceMaxInterval. A resolve or a storm's
+	// close waits for coalesce_interval only.
 	CoalesceMaxInterval time.Duration `mapstructure:"coalesce_max_interval" yaml:"coalesce_max_interval"`
 	// TerminalPhases end an incident: the next firing opens a new CR.
 	TerminalPhases []string `mapstructure:"terminal_phases" yaml:"terminal_phases"`
@@ -228,7 +229,7 @@ func DefaultWriter() Writer {
 		FieldManager:        "stormweir",
 		FallbackNamespace:   "stormweir-system",
 		CoalesceInterval:    500 * time.Millisecond,
-		CoalesceMaxInterval: 5 * time.Second,
+		CoalesceMaxInterval: 10 * time.Second,
 		TerminalPhases:      []string{"Completed", "Failed", "Cancelled", "TimedOut"},
 		MaxAnnotationBytes:  16 << 10,
 		Environment: Environment{

@@ -32,9 +32,10 @@ const errRevisionRegress = "observedRevision must not decrease"
 // a write is in flight or within the request's spacing of the last one,
 // updates wait and ride on the next write together. The spacing starts at
 // interval and doubles, up to maxInterval, for as long as the request is
-// written again within maxInterval of its last write: a request under a
-// storm or a duplicate flood costs the API server one write per
+// written again within maxInterval of its spacing running out: a request
+// under a storm or a duplicate flood costs the API server one write per
 // maxInterval, while a quiet request's next update is written at once.
+// Urgent updates (see update) wait for the base interval only.
 //
 // Delivery guarantee: submit returns only after a write that includes its
 // mutation succeeded (or after it was found to change nothing, or was
@@ -76,6 +77,8 @@ type entry struct {
 	inflight  []*pendingMutation
 	flushing  bool
 	timer     *time.Timer
+	due       time.Time // when timer fires
+	urgent    bool      // a pending update skips the spacing
 	lastFlush time.Time
 	// spacing is the least time between two writes; see coalescer.
 	spacing time.Duration
@@ -86,10 +89,13 @@ type entry struct {
 }
 
 // update is one status update: mut brings the request's status to
-// subject's revision rev.
+// subject's revision rev. An urgent update (a signal resolved, a storm
+// closed) is written after the base interval, not the busy spacing: those
+// are the changes a reader must not wait for.
 type update struct {
 	subject string
 	rev     int64
+	urgent  bool
 	mut     mutation
 }
 
@@ -144,6 +150,7 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 	}
 	pm := &pendingMutation{update: u, done: make(chan submitResult, 1)}
 	e.pending = append(e.pending, pm)
+	e.urgent = e.urgent || u.urgent
 	co.schedule(e)
 	co.mu.Unlock()
 	select {
@@ -183,30 +190,48 @@ func (co *coalescer) redundantLocked(e *entry, u update) bool {
 	return false
 }
 
-// schedule starts a flush of e now or when interval has passed since the
-// last one. Called with co.mu held.
+// schedule starts a flush of e now or when its spacing (the base interval
+// when an urgent update waits) has passed since the last write. Called
+// with co.mu held.
 func (co *coalescer) schedule(e *entry) {
-	if e.flushing || e.timer != nil || len(e.pending) == 0 {
+	if e.flushing || len(e.pending) == 0 {
 		return
 	}
-	wait := e.spacing - time.Since(e.lastFlush)
-	if wait <= 0 {
-		e.flushing = true
-		go co.flush(e)
-		return
+	spacing := e.spacing
+	if e.urgent {
+		spacing = co.interval
 	}
-	e.timer = time.AfterFunc(wait, func() {
-		co.mu.Lock()
-		defer co.mu.Unlock()
+	due := e.lastFlush.Add(spacing)
+	if e.timer != nil {
+		if !due.Before(e.due) {
+			return
+		}
+		// An urgent update moved the write forward.
+		e.timer.Stop()
 		e.timer = nil
-		co.schedule(e)
-	})
+	}
+	if wait := time.Until(due); wait > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(wait, func() {
+			co.mu.Lock()
+			defer co.mu.Unlock()
+			if e.timer != t {
+				return // stopped and replaced while waiting for the lock
+			}
+			e.timer = nil
+			co.schedule(e)
+		})
+		e.timer, e.due = t, due
+		return
+	}
+	e.flushing = true
+	go co.flush(e)
 }
 
 func (co *coalescer) flush(e *entry) {
 	co.mu.Lock()
 	batch := e.pending
-	e.pending, e.inflight = nil, batch
+	e.pending, e.inflight, e.urgent = nil, batch, false
 	co.mu.Unlock()
 
 	changed, wrote, err := co.write(e, batch)
@@ -215,8 +240,10 @@ func (co *coalescer) flush(e *entry) {
 	e.flushing, e.inflight = false, nil
 	if wrote {
 		now := time.Now()
-		if !e.lastFlush.IsZero() && now.Sub(e.lastFlush) <= co.maxInterval {
-			// Written again within maxInterval: a busy request.
+		if !e.lastFlush.IsZero() && now.Sub(e.lastFlush) <= e.spacing+co.maxInterval {
+			// Written again soon after its spacing ran out: a busy
+			// request. (Comparing with maxInterval alone would reset
+			// the spacing of a request written at exactly maxInterval.)
 			e.spacing = min(2*e.spacing, co.maxInterval)
 		} else {
 			e.spacing = co.interval

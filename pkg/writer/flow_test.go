@@ -119,6 +119,39 @@ func TestWriter_busyRequestWritesBackOff(t *testing.T) {
 	assert.LessOrEqual(t, writes, float64(updates/3), "a busy request's writes back off")
 }
 
+// A resolve is written after coalesce_interval even on a request whose
+// writes have backed off to a long spacing: readers must not wait 12 s to
+// see that the signal stopped firing.
+func TestWriter_resolveSkipsTheBusySpacing(t *testing.T) {
+	h := startWriter(t, func(c *config.Config) {
+		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = 100*time.Millisecond, 30*time.Second
+	})
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("resolve-" + h.id)
+	id := "i" + h.id + "resolve"
+	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
+	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	rev := int64(1)
+	// Updates just past the spacing each time, until it is 12.8 s.
+	for range 7 {
+		rev++
+		u := e
+		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
+		h.update(u)
+		h.waitAcked(int(rev), 40*time.Second)
+	}
+	rev++
+	r := e
+	r.Decision, r.Revision, r.Count, r.State = incident.DecisionResolved, rev, rev-1, incident.StateResolved
+	r.ResolvedAt = time.Now().UTC()
+	h.update(r)
+	h.waitAcked(int(rev), 5*time.Second)
+	rr := get(t, ns, id)
+	require.NotNil(t, rr.Status.Signal)
+	assert.Equal(t, v1alpha1.SignalResolved, rr.Status.Signal.State)
+}
+
 func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 	h := startWriter(t, func(c *config.Config) { c.Writer.CoalesceInterval = 50 * time.Millisecond })
 	ctx := context.Background()

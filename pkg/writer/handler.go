@@ -106,7 +106,7 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	if !own {
 		mut = applyFolded(e, fold)
 	}
-	res, err := w.co.submit(ctx, *host, update{subject: e.IncidentID, rev: e.Revision, mut: mut})
+	res, err := w.co.submit(ctx, *host, update{subject: e.IncidentID, rev: e.Revision, urgent: e.State == incident.StateResolved, mut: mut})
 	if err != nil {
 		return err
 	}
@@ -324,25 +324,43 @@ func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm)
 	if err != nil {
 		return err
 	}
-	created := false
 	if host == nil {
-		pl, err := w.place(ctx, &s.Signal, s.Scope["namespace"], s.Signal.Target.Namespace, s.Signal.Namespace)
+		// One create per storm, however many of its events arrive at once
+		// (a storm's first events come in a burst); the others wait for it
+		// and then update.
+		type result struct {
+			key     types.NamespacedName
+			created bool
+		}
+		first := false
+		v, err, _ := w.ensuring.Do(s.StormID, func() (any, error) {
+			first = true
+			pl, err := w.place(ctx, &s.Signal, s.Scope["namespace"], s.Signal.Target.Namespace, s.Signal.Namespace)
+			if err != nil {
+				return nil, err
+			}
+			rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
+			applyStorm(s)(&rr.Status)
+			created, err := w.create(ctx, rr)
+			if err != nil {
+				return nil, err
+			}
+			k := client.ObjectKeyFromObject(rr)
+			w.hosts.remember(s.StormID, k, true)
+			return result{k, created}, nil
+		})
 		if err != nil {
 			return err
 		}
-		rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
-		applyStorm(s)(&rr.Status)
-		if created, err = w.create(ctx, rr); err != nil {
-			return err
-		}
-		if created {
+		r := v.(result)
+		if r.created && first {
+			// The create carried this event's status.
 			w.observeLatency(m)
 			return nil
 		}
-		k := client.ObjectKeyFromObject(rr)
-		host = &k
+		host = &r.key
 	}
-	res, err := w.co.submit(ctx, *host, update{subject: s.StormID, rev: s.Revision, mut: applyStorm(s)})
+	res, err := w.co.submit(ctx, *host, update{subject: s.StormID, rev: s.Revision, urgent: !s.ClosedAt.IsZero(), mut: applyStorm(s)})
 	if err != nil {
 		return err
 	}
