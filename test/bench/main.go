@@ -575,7 +575,8 @@ func (b *bench) markdown(total time.Duration) string {
 }
 
 // profile fetches a 10 s CPU profile of every stage in the background,
-// named <scenario-seq>-<stage>.pprof, when -profile is set.
+// named <scenario-seq>-<stage>.pprof, then a heap profile
+// (<scenario-seq>-<stage>.heap.pprof), when -profile is set.
 func (b *bench) profile(p *pipeline.Pipeline) {
 	if b.profileDir == "" {
 		return
@@ -585,20 +586,24 @@ func (b *bench) profile(p *pipeline.Pipeline) {
 		return
 	}
 	seq := len(b.rows)
+	fetch := func(url, file string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(b.profileDir, file))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}
 	for _, name := range pipeline.Stages {
 		proc := p.Procs[name]
 		go func() {
-			resp, err := http.Get(proc.HealthURL + "/debug/pprof/profile?seconds=10")
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			f, err := os.Create(filepath.Join(b.profileDir, fmt.Sprintf("%d-%s.pprof", seq, name)))
-			if err != nil {
-				return
-			}
-			defer f.Close()
-			_, _ = io.Copy(f, resp.Body)
+			fetch(proc.HealthURL+"/debug/pprof/profile?seconds=10", fmt.Sprintf("%d-%s.pprof", seq, name))
+			fetch(proc.HealthURL+"/debug/pprof/heap", fmt.Sprintf("%d-%s.heap.pprof", seq, name))
 		}()
 	}
 }
