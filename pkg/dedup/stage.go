@@ -2,7 +2,6 @@ package dedup
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -170,7 +169,7 @@ func (s *Stage) output(sig *signal.Signal, msgID string, res Result) (bus.Output
 		State: r.State, Count: r.Count, Flaps: r.Flaps, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
 		ResolvedAt: r.ResolvedAt, Route: r.Route, Signal: *sig,
 	}
-	data, err := json.Marshal(&ev)
+	data, err := incident.Marshal(&ev)
 	if err != nil {
 		return bus.Output{}, false, bus.Permanent(fmt.Errorf("encoding incident event %s: %w", r.IncidentID, err))
 	}

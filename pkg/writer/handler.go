@@ -2,7 +2,6 @@ package writer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -41,7 +40,7 @@ func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	switch m.Subject {
 	case w.subj.IncidentsOpen(), w.subj.IncidentsUpdate():
 		var e incident.Event
-		if err := json.Unmarshal(m.Data, &e); err != nil {
+		if err := incident.Unmarshal(m.Data, &e); err != nil {
 			return nil, bus.Permanent(fmt.Errorf("decoding incident event: %w", err))
 		}
 		if e.IncidentID == "" || e.Fingerprint == "" {
@@ -50,7 +49,7 @@ func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 		return nil, w.handleEvent(ctx, m, &e, m.Subject == w.subj.IncidentsOpen())
 	case w.subj.IncidentsStorm():
 		var s incident.Storm
-		if err := json.Unmarshal(m.Data, &s); err != nil {
+		if err := incident.Unmarshal(m.Data, &s); err != nil {
 			return nil, bus.Permanent(fmt.Errorf("decoding storm event: %w", err))
 		}
 		if s.StormID == "" || s.Fingerprint == "" {
