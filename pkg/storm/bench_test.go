@@ -91,3 +91,53 @@ func BenchmarkRedisStore_observe(b *testing.B) {
 	b.ReportMetric(ceiling, "evalsha/s")
 	b.ReportMetric(rate/ceiling, "ratio")
 }
+
+// BenchmarkRedisStore_track measures aggregator decisions/s for storm
+// members' repeats (one Track per dedup.member, the bulk of a storm with
+// duplicates): 16 open storms of 200 members each, every repeat raising
+// a member's count, against the in-run EVALSHA ceiling.
+func BenchmarkRedisStore_track(b *testing.B) {
+	r := testenv.LocalRedis(b)
+	s := storm.NewRedisStore(r.Client, r.Prefix, 0)
+	ctx := context.Background()
+	ceiling := evalshaCeiling(b, r.Client, r.Prefix, max(b.N, 20000))
+	const members = 200
+	now := time.Now()
+	storms := make([]string, 16)
+	for i := range storms {
+		sc := stormtest.Scope("KubePodCrashLooping", fmt.Sprintf("ns-%d", i))
+		for m := range members {
+			inc := fmt.Sprintf("inc-%d-%d", i, m)
+			d, err := s.Observe(ctx, storm.Observation{
+				Type: incident.StormRate, Scope: sc, IncidentID: inc, Unit: inc,
+				Target: signal.Target{Kind: "Pod", Name: inc, Namespace: sc.Values["namespace"]}, Count: 1,
+				Threshold: 10, Window: time.Minute, Inactivity: time.Minute, MaxDuration: time.Hour,
+				Signal: []byte(`{"name":"KubePodCrashLooping"}`), Now: now,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			storms[i] = d.Storm.ID
+		}
+	}
+	var seq atomic.Int64
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := seq.Add(1)
+			st, m := i%int64(len(storms)), (i/int64(len(storms)))%members
+			_, err := s.Track(ctx, storm.MemberUpdate{
+				StormID: storms[st], IncidentID: fmt.Sprintf("inc-%d-%d", st, m), Count: 2 + i/(int64(len(storms))*members), Now: now,
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "decisions/s")
+	b.ReportMetric(ceiling, "evalsha/s")
+	b.ReportMetric(rate/ceiling, "ratio")
+}

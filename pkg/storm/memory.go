@@ -1,6 +1,7 @@
 package storm
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"slices"
@@ -25,9 +26,9 @@ type MemoryStore struct {
 }
 
 type memScope struct {
-	win     map[string]time.Time // unit → last seen
-	tgt     map[string]time.Time // target key → last seen
-	dec     map[string]string    // incident → "i", "o:<id>", "m:<id>"
+	win     window            // units
+	tgt     window            // target keys
+	dec     map[string]string // incident → "i", "o:<id>", "m:<id>"
 	cur     string
 	touched time.Time
 }
@@ -61,7 +62,7 @@ func (s *MemoryStore) Observe(_ context.Context, o Observation) (Decision, error
 	tag := o.Scope.Tag()
 	sc := s.scopes[tag]
 	if sc == nil {
-		sc = &memScope{win: map[string]time.Time{}, tgt: map[string]time.Time{}, dec: map[string]string{}}
+		sc = &memScope{win: newWindow(), tgt: newWindow(), dec: map[string]string{}}
 		s.scopes[tag] = sc
 	}
 	if prev, ok := sc.dec[o.IncidentID]; ok {
@@ -76,25 +77,13 @@ func (s *MemoryStore) Observe(_ context.Context, o Observation) (Decision, error
 	}
 	sc.touched = o.Now
 	cut := o.Now.Add(-o.Window)
-	for k, t := range sc.win {
-		if !t.After(cut) {
-			delete(sc.win, k)
-		}
-	}
-	for k, t := range sc.tgt {
-		if !t.After(cut) {
-			delete(sc.tgt, k)
-		}
-	}
-	if t, ok := sc.win[o.Unit]; !ok || o.Now.After(t) {
-		sc.win[o.Unit] = o.Now
-	}
+	sc.win.trim(cut)
+	sc.tgt.trim(cut)
+	sc.win.touch(o.Unit, o.Now)
 	target := ""
 	if !o.Target.IsZero() {
 		target = targetKey(o.Target)
-		if t, ok := sc.tgt[target]; !ok || o.Now.After(t) {
-			sc.tgt[target] = o.Now
-		}
+		sc.tgt.touch(target, o.Now)
 	}
 
 	if st := s.storms[sc.cur]; sc.cur != "" && st != nil && st.snap.State == StateOpen && o.Now.Before(st.snap.Deadline()) {
@@ -103,7 +92,7 @@ func (s *MemoryStore) Observe(_ context.Context, o Observation) (Decision, error
 		return Decision{Verdict: Member, Storm: s.snapshot(sc.cur)}, nil
 	}
 
-	if len(sc.win) > o.Threshold {
+	if len(sc.win.last) > o.Threshold {
 		id := o.Scope.StormID(o.IncidentID)
 		st := &memStorm{
 			snap: Snapshot{
@@ -116,12 +105,12 @@ func (s *MemoryStore) Observe(_ context.Context, o Observation) (Decision, error
 			aff:     map[string]bool{},
 		}
 		// Window targets oldest first, as Redis orders a sorted set.
-		keys := make([]string, 0, len(sc.tgt))
-		for k := range sc.tgt {
+		keys := make([]string, 0, len(sc.tgt.last))
+		for k := range sc.tgt.last {
 			keys = append(keys, k)
 		}
 		slices.SortFunc(keys, func(a, b string) int {
-			if c := sc.tgt[a].Compare(sc.tgt[b]); c != 0 {
+			if c := sc.tgt.last[a].Compare(sc.tgt.last[b]); c != 0 {
 				return c
 			}
 			return strings.Compare(a, b)
@@ -165,13 +154,13 @@ func (st *memStorm) addMember(inc string, count int64, target string, now time.T
 		if joined {
 			st.snap.LastMember = now
 		}
+		// A member's target is part of its fingerprint: it is recorded
+		// when the member joins.
+		st.addAffected(target)
 		changed = true
 	case count > old:
 		st.members[inc] = count
 		st.snap.Occurrences += count - old
-		changed = true
-	}
-	if st.addAffected(target) {
 		changed = true
 	}
 	if changed {
@@ -325,4 +314,54 @@ func (s *MemoryStore) Open(context.Context) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return int64(len(s.deadlines)), nil
+}
+
+// window is a set of keys with the latest time each was seen, trimmed in
+// time order: a heap holds one entry per touch, so dropping the keys that
+// left a sliding window costs only what leaves, never a scan of the rest
+// (a storm's window holds every incident of its scope).
+type window struct {
+	last  map[string]time.Time
+	order windowHeap
+}
+
+func newWindow() window { return window{last: map[string]time.Time{}} }
+
+// touch records k at t unless it was seen later already.
+func (w *window) touch(k string, t time.Time) {
+	if old, ok := w.last[k]; ok && !t.After(old) {
+		return
+	}
+	w.last[k] = t
+	heap.Push(&w.order, windowEntry{at: t, key: k})
+}
+
+// trim drops the keys last seen at or before cut. An entry older than
+// its key's latest touch is stale and only leaves the heap.
+func (w *window) trim(cut time.Time) {
+	for len(w.order) > 0 && !w.order[0].at.After(cut) {
+		e := heap.Pop(&w.order).(windowEntry)
+		if t, ok := w.last[e.key]; ok && t.Equal(e.at) {
+			delete(w.last, e.key)
+		}
+	}
+}
+
+type windowEntry struct {
+	at  time.Time
+	key string
+}
+
+// windowHeap is a min-heap of entries by time (container/heap).
+type windowHeap []windowEntry
+
+func (h windowHeap) Len() int           { return len(h) }
+func (h windowHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h windowHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *windowHeap) Push(x any)        { *h = append(*h, x.(windowEntry)) }
+func (h *windowHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }

@@ -11,9 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/redisclient"
-	"github.com/stormweir/stormweir/pkg/signal"
 )
 
 var (
@@ -45,7 +43,9 @@ var (
 // DefaultRetain is how long a scope's window bookkeeping and a storm's
 // record outlive their last change: long enough for every redelivery of an
 // input (a replayed incident must get its first verdict back) and for
-// members' repeats to keep counting on a closed storm.
+// members' repeats to keep counting on a closed storm. A storm's keys get
+// retain + retain/8, refreshed once per eighth of retain rather than at
+// every change.
 const DefaultRetain = time.Hour
 
 // RedisStore is the Store on Redis. Each scope's keys share the hash tag
@@ -54,11 +54,19 @@ const DefaultRetain = time.Hour
 // Cluster. The deadline index ("<prefix>:storm:deadlines", a sorted set of
 // storm ids by the earliest time their window may end) lives in its own
 // slot and is only a hint: the claim script re-checks the real deadline.
+//
+// Decisions that run concurrently share a pipeline (see scriptBatcher).
+// A decision's reply leaves out what the store already holds from an
+// earlier reply about the same storm (see stormCache): the fields fixed at
+// opening, and the affected targets it has seen. The cache is only an
+// abbreviation of replies; Redis stays the one source of every decision.
 type RedisStore struct {
 	c         redis.UniversalClient
 	prefix    string
 	deadlines string
 	retain    time.Duration
+	cache     stormCache
+	batch     *scriptBatcher
 }
 
 // NewRedisStore returns a RedisStore on c under keyPrefix; retain of zero
@@ -67,7 +75,8 @@ func NewRedisStore(c redis.UniversalClient, keyPrefix string, retain time.Durati
 	if retain <= 0 {
 		retain = DefaultRetain
 	}
-	return &RedisStore{c: c, prefix: keyPrefix + ":storm:", deadlines: keyPrefix + ":storm:deadlines", retain: retain}
+	return &RedisStore{c: c, prefix: keyPrefix + ":storm:", deadlines: keyPrefix + ":storm:deadlines", retain: retain,
+		cache: newStormCache(), batch: &scriptBatcher{c: c}}
 }
 
 // Check pings Redis, for readiness.
@@ -95,20 +104,29 @@ func (s *RedisStore) Observe(ctx context.Context, o Observation) (Decision, erro
 	if !o.Target.IsZero() {
 		target = targetKey(o.Target)
 	}
-	res, err := scriptObserve.Run(ctx, s.c, []string{s.base(o.Scope.Tag())},
+	tag := o.Scope.Tag()
+	kid, known := s.cache.current(tag)
+	res, err := s.batch.run(ctx, scriptObserve, []string{s.base(tag)},
 		ms(o.Now), o.Window.Milliseconds(), o.Threshold, o.IncidentID, o.Unit, target,
 		o.Scope.StormID(o.IncidentID), string(o.Type), scope, o.Scope.Hash, o.Signal, o.Count,
-		o.Inactivity.Milliseconds(), o.MaxDuration.Milliseconds(), s.retain.Milliseconds()).Slice()
+		o.Inactivity.Milliseconds(), o.MaxDuration.Milliseconds(), s.retain.Milliseconds(),
+		kid, known.knownDet(), known.knownLen())
 	if err != nil {
-		return Decision{}, fmt.Errorf("observing incident %s in storm scope %s: %w", o.IncidentID, o.Scope.Tag(), err)
+		return Decision{}, fmt.Errorf("observing incident %s in storm scope %s: %w", o.IncidentID, tag, err)
 	}
 	d := Decision{Verdict: Verdict(redisclient.String(res[0])), Replayed: redisclient.Int(res[1]) == 1}
 	if d.Verdict == Individual {
 		return d, nil
 	}
-	snap, registered, err := parseSnapshot(res[2])
+	if len(res) < 3 {
+		return Decision{}, errors.New("storm observation: unexpected reply from redis")
+	}
+	snap, registered, err := s.cache.parse(res[2], known)
 	if err != nil {
 		return Decision{}, err
+	}
+	if !d.Replayed && snap.State == StateOpen {
+		s.cache.setCurrent(tag, snap.ID)
 	}
 	d.Storm = snap
 	if !registered {
@@ -145,14 +163,19 @@ func (s *RedisStore) Track(ctx context.Context, u MemberUpdate) (Snapshot, error
 	if !u.Target.IsZero() {
 		target = targetKey(u.Target)
 	}
-	res, err := scriptTrack.Run(ctx, s.c, []string{base}, u.StormID, u.IncidentID, u.Count, target, ms(u.Now), s.retain.Milliseconds()).Slice()
+	known := s.cache.get(u.StormID)
+	res, err := s.batch.run(ctx, scriptTrack, []string{base}, u.StormID, u.IncidentID, u.Count, target, ms(u.Now), s.retain.Milliseconds(),
+		known.knownDet(), known.knownLen())
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("tracking member %s of storm %s: %w", u.IncidentID, u.StormID, err)
 	}
 	if redisclient.String(res[0]) == "gone" {
 		return Snapshot{}, fmt.Errorf("tracking member %s: storm %s: %w", u.IncidentID, u.StormID, ErrNotFound)
 	}
-	snap, _, err := parseSnapshot(res[2])
+	if len(res) < 2 {
+		return Snapshot{}, errors.New("storm track: unexpected reply from redis")
+	}
+	snap, _, err := s.cache.parse(res[1], known)
 	return snap, err
 }
 
@@ -169,7 +192,10 @@ func (s *RedisStore) Get(ctx context.Context, stormID string) (Snapshot, error) 
 	if redisclient.String(res[0]) == "gone" {
 		return Snapshot{}, fmt.Errorf("storm %s: %w", stormID, ErrNotFound)
 	}
-	snap, _, err := parseSnapshot(res[2])
+	if len(res) < 2 {
+		return Snapshot{}, errors.New("storm get: unexpected reply from redis")
+	}
+	snap, _, err := s.cache.parse(res[1], nil)
 	return snap, err
 }
 
@@ -207,7 +233,7 @@ func (s *RedisStore) Claim(ctx context.Context, stormID, token string, lease tim
 			return Claim{}, fmt.Errorf("rescheduling storm %s: %w", stormID, err)
 		}
 	case Claimed:
-		if c.Storm, _, err = parseSnapshot(res[2]); err != nil {
+		if c.Storm, _, err = s.cache.parse(res[2], nil); err != nil {
 			return Claim{}, err
 		}
 	default:
@@ -227,6 +253,7 @@ func (s *RedisStore) Finish(ctx context.Context, stormID, token string) (bool, e
 		return false, fmt.Errorf("finishing close of storm %s: %w", stormID, err)
 	}
 	if r != 0 {
+		s.cache.forget(stormID)
 		if err := s.c.ZRem(ctx, s.deadlines, stormID).Err(); err != nil {
 			return false, fmt.Errorf("removing closed storm %s from the deadline index: %w", stormID, err)
 		}
@@ -241,49 +268,4 @@ func (s *RedisStore) Open(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("counting open storms: %w", err)
 	}
 	return n, nil
-}
-
-// parseSnapshot reads the array lib.lua's snapshot returns; the second
-// result says whether the storm is in the deadline index.
-func parseSnapshot(v any) (Snapshot, bool, error) {
-	a, ok := v.([]any)
-	if !ok || len(a) != 18 {
-		return Snapshot{}, false, errors.New("storm snapshot: unexpected reply from redis")
-	}
-	at := func(i int) time.Time {
-		n := redisclient.Int(a[i])
-		if n == 0 {
-			return time.Time{}
-		}
-		return time.UnixMilli(n).UTC()
-	}
-	snap := Snapshot{
-		ID:          redisclient.String(a[0]),
-		Type:        incident.StormType(redisclient.String(a[1])),
-		Scope:       Scope{Hash: redisclient.String(a[3])},
-		State:       State(redisclient.String(a[4])),
-		Revision:    redisclient.Int(a[5]),
-		DetectedAt:  at(6),
-		LastMember:  at(7),
-		LastSeen:    at(8),
-		ClosedAt:    at(9),
-		Inactivity:  time.Duration(redisclient.Int(a[10])) * time.Millisecond,
-		MaxDuration: time.Duration(redisclient.Int(a[11])) * time.Millisecond,
-		Members:     redisclient.Int(a[12]),
-		Occurrences: redisclient.Int(a[13]),
-		Signal:      []byte(redisclient.String(a[14])),
-	}
-	if sc := redisclient.String(a[2]); sc != "" {
-		if err := json.Unmarshal([]byte(sc), &snap.Scope.Values); err != nil {
-			return Snapshot{}, false, fmt.Errorf("storm %s: decoding scope: %w", snap.ID, err)
-		}
-	}
-	snap.AffectedTotal = redisclient.Int(a[16])
-	if l, ok := a[17].([]any); ok {
-		snap.Affected = make([]signal.Target, 0, len(l))
-		for _, t := range l {
-			snap.Affected = append(snap.Affected, parseTarget(redisclient.String(t)))
-		}
-	}
-	return snap, redisclient.Int(a[15]) == 1, nil
 }

@@ -94,6 +94,8 @@ type Stage struct {
 	// so a close re-published after a crash is absorbed.
 	token string
 	lease time.Duration
+	// co coalesces the storm events of concurrent decisions.
+	co *coalescer
 }
 
 // New wires the aggregator on p: it creates or updates the durable
@@ -119,7 +121,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 	s := &Stage{
 		cfg: cfg.Aggregator, storms: storms, incidents: incidents, clk: clk, scoper: scoper, subj: subj,
 		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
-		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout,
+		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(),
 	}
 	s.worker, err = bus.NewWorker(bus.WorkerOptions{
 		Stage:        StageName,
@@ -154,7 +156,8 @@ func (s *Stage) Run(ctx context.Context) error {
 // detectors, a storm member's repeat is counted on its storm. Bad input is
 // permanent (DLQ); a store error is transient, so the event waits and is
 // retried: a Redis outage never turns a storm member into an individual
-// incident.
+// incident. A storm event is coalesced with those of the decisions in
+// flight beside it (see coalescer).
 func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	var ev incident.Event
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
@@ -163,13 +166,15 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	if ev.IncidentID == "" || ev.Fingerprint == "" {
 		return nil, bus.Permanent(fmt.Errorf("incident event without incident id or fingerprint (seq %d)", m.StreamSeq))
 	}
-	if m.Subject == s.subj.DedupMember() {
-		return s.member(ctx, &ev)
-	}
-	if ev.Decision != incident.DecisionNew {
+	if m.Subject != s.subj.DedupMember() && ev.Decision != incident.DecisionNew {
 		return nil, bus.Permanent(fmt.Errorf("incident %s: %q event on %s", ev.IncidentID, ev.Decision, m.Subject))
 	}
-	return s.newIncident(ctx, &ev)
+	t := s.co.enter()
+	defer s.co.release(t)
+	if m.Subject == s.subj.DedupMember() {
+		return s.member(ctx, &ev, t)
+	}
+	return s.newIncident(ctx, &ev, t)
 }
 
 // newIncident decides a new incident's fate. The rate detector goes first;
@@ -178,7 +183,7 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 // from the incident or storm, so a redelivery at any point (the first
 // attempt died after some of these steps) repeats the same decisions and
 // republishes the same messages, which JetStream absorbs.
-func (s *Stage) newIncident(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
+func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
 	now := s.clk.Now()
 	sig, err := json.Marshal(&ev.Signal)
 	if err != nil {
@@ -223,7 +228,7 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event) ([]bus.Outp
 	if d.Verdict == Individual {
 		return s.individual(ctx, ev)
 	}
-	return s.joined(ctx, ev, d, count, now)
+	return s.joined(ctx, ev, d, count, now, ticket)
 }
 
 // individual records the route and forwards the incident to the writer.
@@ -255,8 +260,9 @@ func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Outpu
 
 // joined points the member's fingerprint at its storm, so its repeats
 // count there, catches up on occurrences counted before the route was
-// set, and publishes the storm.
-func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, count int64, now time.Time) ([]bus.Output, error) {
+// set, and publishes the storm: the opening incident its own opened event,
+// a member the newest revision in flight.
+func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, count int64, now time.Time, ticket uint64) ([]bus.Output, error) {
 	snap := d.Storm
 	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, snap.ID)
 	switch {
@@ -269,11 +275,22 @@ func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, coun
 			return nil, err
 		}
 	}
-	phase := incident.StormUpdated
+	upTo := s.co.done(ticket, &snap)
 	if d.Verdict == Opened {
-		phase = incident.StormOpened
+		out, err := s.stormOutput(&snap, incident.StormOpened)
+		if err != nil {
+			return nil, err
+		}
+		return []bus.Output{out}, nil
 	}
-	out, err := s.stormOutput(&snap, phase)
+	return s.coalesced(ctx, &snap, upTo)
+}
+
+// coalesced waits for the decisions in flight beside this one and returns
+// the storm's newest updated event among them.
+func (s *Stage) coalesced(ctx context.Context, snap *Snapshot, upTo uint64) ([]bus.Output, error) {
+	s.co.wait(ctx, upTo)
+	out, err := s.co.output(snap, func(sn *Snapshot) (bus.Output, error) { return s.stormOutput(sn, incident.StormUpdated) })
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +298,7 @@ func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, coun
 }
 
 // member counts a storm member's repeat (absolute count) on its storm.
-func (s *Stage) member(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
+func (s *Stage) member(ctx context.Context, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
 	if _, err := tagOf(ev.Route); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("member event of incident %s: route: %w", ev.IncidentID, err))
 	}
@@ -294,11 +311,7 @@ func (s *Stage) member(ctx context.Context, ev *incident.Event) ([]bus.Output, e
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.stormOutput(&snap, incident.StormUpdated)
-	if err != nil {
-		return nil, err
-	}
-	return []bus.Output{out}, nil
+	return s.coalesced(ctx, &snap, s.co.done(ticket, &snap))
 }
 
 // stormOutput builds a storm event. Its msg-id names the storm, phase

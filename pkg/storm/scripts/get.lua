@@ -1,4 +1,4 @@
 -- ARGV: 1 storm id
-local id = ARGV[1]
-if redis.call('EXISTS', b .. 's:' .. id) == 0 then return {'gone'} end
-return {'ok', 0, snapshot(id)}
+local r = load(ARGV[1])
+if not r then return {'gone'} end
+return {'ok', reply(r, -1, 0)}
