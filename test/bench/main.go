@@ -308,16 +308,20 @@ func (b *bench) fullPipeline() {
 	p := pipeline.Start(b.tb, pipeline.Options{})
 	cfg := loadgen.Config{Alerts: 50_000, BatchSize: 100, Concurrency: 4, DuplicateRatio: 0.7, StormRatio: 0.1, MaxPerScope: 5, Seed: 2}
 	before := b.snapshot(p)
+	m0, err := p.Metrics(context.Background(), pipeline.Writer)
+	b.must(err, "writer metrics")
 	rep, res, took, idle := b.drain(p, cfg, 10*time.Minute)
 	after := b.snapshot(p)
+	m1, err := p.Metrics(context.Background(), pipeline.Writer)
+	b.must(err, "writer metrics")
 	b.recordUsage("pipeline", before, after, took)
 	e2e := float64(cfg.Alerts) / took.Seconds()
 	b.add(row{
 		scenario: "full pipeline, 100-alert webhooks, 70% duplicates, one storm (50,000 alerts, 4 connections)",
 		target:   "≥ 10,000 alerts/s sustained, zero loss, counts exact",
-		result: fmt.Sprintf("accepted %.0f alerts/s; end to end %.0f alerts/s (%s until every request was exact; deduper caught up at %s, aggregator %s, writer %s); %d requests for %d incidents (want %d), lost %d, duplicated %d, wrong counts %d",
+		result: fmt.Sprintf("accepted %.0f alerts/s; end to end %.0f alerts/s (%s until every request was exact; deduper caught up at %s, aggregator %s, writer %s); %d requests for %d incidents (want %d), lost %d, duplicated %d, wrong counts %d; writer's API requests %s",
 			rep.AcceptedPerSec, e2e, took.Round(100*time.Millisecond), idle[pipeline.Deduper].Round(100*time.Millisecond), idle[pipeline.Aggregator].Round(100*time.Millisecond), idle[pipeline.Writer].Round(100*time.Millisecond),
-			res.Requests, rep.Expected.Incidents, res.Want, len(res.Lost), len(res.Duplicated), len(res.WrongCount)),
+			res.Requests, rep.Expected.Incidents, res.Want, len(res.Lost), len(res.Duplicated), len(res.WrongCount), apiRequests(m0, m1)),
 		verdict: verdict(e2e >= 10_000 && res.OK(), fmt.Sprintf("%.0f%% of 10,000/s", 100*e2e/10_000)),
 		command: command("pipeline"),
 	})
@@ -574,9 +578,10 @@ func (b *bench) markdown(total time.Duration) string {
 	return s.String()
 }
 
-// profile fetches a 10 s CPU profile of every stage in the background,
-// named <scenario-seq>-<stage>.pprof, then a heap profile
-// (<scenario-seq>-<stage>.heap.pprof), when -profile is set.
+// profile fetches a 10 s CPU profile of every stage and of the API server
+// in the background, named <scenario-seq>-<process>.pprof, then a heap
+// profile of each stage (<scenario-seq>-<stage>.heap.pprof), when -profile
+// is set.
 func (b *bench) profile(p *pipeline.Pipeline) {
 	if b.profileDir == "" {
 		return
@@ -599,6 +604,14 @@ func (b *bench) profile(p *pipeline.Pipeline) {
 		defer f.Close()
 		_, _ = io.Copy(f, resp.Body)
 	}
+	go func() {
+		f, err := os.Create(filepath.Join(b.profileDir, fmt.Sprintf("%d-kube-apiserver.pprof", seq)))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_ = p.API.Profile(context.Background(), 10, f)
+	}()
 	for _, name := range pipeline.Stages {
 		proc := p.Procs[name]
 		go func() {

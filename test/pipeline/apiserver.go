@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -124,6 +125,25 @@ func (a *APIServer) Requests(ctx context.Context) ([]v1alpha1.RemediationRequest
 // Metrics scrapes the API server's own /metrics.
 func (a *APIServer) Metrics(ctx context.Context) (Metrics, error) {
 	return Scrape(ctx, a.http, strings.TrimSuffix(a.Rest.Host, "/")+"/metrics")
+}
+
+// Profile writes a CPU profile of the API server over the given seconds
+// to w (kube-apiserver serves pprof to administrators).
+func (a *APIServer) Profile(ctx context.Context, seconds int, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(a.Rest.Host, "/"), seconds), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("API server profile: %s", resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 // EtcdMetrics scrapes etcd's /metrics.
