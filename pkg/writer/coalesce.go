@@ -44,12 +44,14 @@ const errRevisionRegress = "observedRevision must not decrease"
 //
 // Supersession: events carry absolute values and a revision, so a
 // pending or in-flight update of a subject (incident or storm) at
-// revision r makes every update of that subject at or below r redundant.
-// Such an update returns at once, without waiting for the write, and so
-// does a pending one that a newer update replaces: the newer update's
-// message is not acked until its write succeeded, and a redelivery of it
-// carries everything the older one did. This is what keeps a flood on one
-// request from holding a handler per message for the whole spacing.
+// revision r makes every update of that subject below r redundant. Such
+// an update returns at once, without waiting for the write, and so does a
+// pending one that a newer update replaces: the newer update's message is
+// not acked until its write succeeded, and a redelivery of it carries
+// everything the older one did. An update at the same revision is the same
+// message delivered again; it waits with the first delivery. This is what
+// keeps a flood on one request from holding a handler per message for the
+// whole spacing.
 //
 // Writes carry no resourceVersion, so the remediation controller's writes
 // to status.phase never make them conflict. What keeps two writer replicas
@@ -101,7 +103,16 @@ type update struct {
 
 type pendingMutation struct {
 	update
-	done chan submitResult
+	// done is closed once res is set; every waiter (the update's own
+	// caller and any redelivery of the same message) reads res.
+	done chan struct{}
+	res  submitResult
+}
+
+// finish sets pm's result and releases its waiters.
+func (pm *pendingMutation) finish(r submitResult) {
+	pm.res = r
+	close(pm.done)
 }
 
 // submitResult is what became of one update.
@@ -144,18 +155,21 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 		e = &entry{key: key, spacing: co.interval}
 		co.entries[key] = e
 	}
-	if co.redundantLocked(e, u) {
+	pm, stale := co.matchLocked(e, u)
+	if stale {
 		co.mu.Unlock()
 		return submitResult{}, nil
 	}
-	pm := &pendingMutation{update: u, done: make(chan submitResult, 1)}
-	e.pending = append(e.pending, pm)
-	e.urgent = e.urgent || u.urgent
-	co.schedule(e)
+	if pm == nil {
+		pm = &pendingMutation{update: u, done: make(chan struct{})}
+		e.pending = append(e.pending, pm)
+		e.urgent = e.urgent || u.urgent
+		co.schedule(e)
+	}
 	co.mu.Unlock()
 	select {
-	case r := <-pm.done:
-		return r, r.err
+	case <-pm.done:
+		return pm.res, pm.res.err
 	case <-ctx.Done():
 		// The mutation may still be written; it is idempotent, and the
 		// message is redelivered because it is not acked.
@@ -163,31 +177,44 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 	}
 }
 
-// redundantLocked reports whether a pending or in-flight update of u's
-// subject at u's revision or newer makes u redundant (u is stale: it
-// changes nothing that write does not). A pending update at an older
-// revision is superseded by u: it is released (its caller may ack) and
-// dropped. There is at most one pending update per subject. Called with
-// co.mu held.
-func (co *coalescer) redundantLocked(e *entry, u update) bool {
+// matchLocked compares u with the pending and in-flight updates of its
+// subject. There is at most one pending update per subject.
+//
+//   - One at a newer revision makes u stale: it changes nothing that
+//     write does not, and that write's message is acked only after it.
+//   - One at u's revision is u's own message delivered again (a message
+//     has one revision), so u waits for that update's outcome: acking the
+//     redelivery early would ack the very message whose write is still to
+//     come, and a failed write would then be lost.
+//   - A pending one at an older revision is superseded by u: it is
+//     released (its caller may ack) and dropped.
+//
+// Called with co.mu held.
+func (co *coalescer) matchLocked(e *entry, u update) (same *pendingMutation, stale bool) {
 	for _, pm := range e.inflight {
 		if pm.subject == u.subject && pm.rev >= u.rev {
-			return true
+			if pm.rev == u.rev {
+				return pm, false
+			}
+			return nil, true
 		}
 	}
 	for i, pm := range e.pending {
 		if pm.subject != u.subject {
 			continue
 		}
-		if pm.rev >= u.rev {
-			return true
+		switch {
+		case pm.rev == u.rev:
+			return pm, false
+		case pm.rev > u.rev:
+			return nil, true
 		}
-		pm.done <- submitResult{superseded: true}
+		pm.finish(submitResult{superseded: true})
 		co.m.coalesced.Inc()
 		e.pending = slices.Delete(e.pending, i, i+1)
-		return false
+		return nil, false
 	}
-	return false
+	return nil, false
 }
 
 // schedule starts a flush of e now or when its spacing (the base interval
@@ -257,7 +284,7 @@ func (co *coalescer) flush(e *entry) {
 	co.schedule(e)
 	co.mu.Unlock()
 	for i, pm := range batch {
-		pm.done <- submitResult{changed: err == nil && changed[i], err: err}
+		pm.finish(submitResult{changed: err == nil && changed[i], err: err})
 	}
 }
 
