@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -160,7 +159,7 @@ func (s *Stage) Run(ctx context.Context) error {
 // flight beside it (see coalescer).
 func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	var ev incident.Event
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
+	if err := incident.Unmarshal(m.Data, &ev); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("decoding incident event: %w", err))
 	}
 	if ev.IncidentID == "" || ev.Fingerprint == "" {
@@ -185,7 +184,7 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 // republishes the same messages, which JetStream absorbs.
 func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
 	now := s.clk.Now()
-	sig, err := json.Marshal(&ev.Signal)
+	sig, err := incident.Marshal(&ev.Signal)
 	if err != nil {
 		return nil, bus.Permanent(fmt.Errorf("encoding signal of incident %s: %w", ev.IncidentID, err))
 	}
@@ -248,7 +247,7 @@ func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Outpu
 		ev.LastSeen, ev.ResolvedAt = rec.LastSeen, rec.ResolvedAt
 	}
 	ev.Route = incident.RouteIndividual
-	data, err := json.Marshal(ev)
+	data, err := incident.Marshal(ev)
 	if err != nil {
 		return nil, bus.Permanent(fmt.Errorf("encoding incident %s: %w", ev.IncidentID, err))
 	}
@@ -323,7 +322,7 @@ func (s *Stage) stormOutput(snap *Snapshot, phase incident.StormPhase) (bus.Outp
 	if err != nil {
 		return bus.Output{}, bus.Permanent(fmt.Errorf("storm %s: %w", snap.ID, err))
 	}
-	data, err := json.Marshal(&ev)
+	data, err := incident.Marshal(&ev)
 	if err != nil {
 		return bus.Output{}, bus.Permanent(fmt.Errorf("encoding storm %s: %w", snap.ID, err))
 	}

@@ -43,7 +43,6 @@ package storm
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -244,7 +243,7 @@ func (s *Snapshot) Event(phase incident.StormPhase) (incident.Storm, error) {
 		AffectedTotal: s.AffectedTotal,
 	}
 	if len(s.Signal) > 0 {
-		if err := json.Unmarshal(s.Signal, &ev.Signal); err != nil {
+		if err := incident.Unmarshal(s.Signal, &ev.Signal); err != nil {
 			return ev, errors.Join(errors.New("decoding storm signal"), err)
 		}
 	}
