@@ -219,6 +219,46 @@ func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 	assert.Equal(t, "stormweir", owners["f:observedRevision"])
 }
 
+// A writer behind the deduper writes an incident's newest state from its
+// record at once; the events still queued behind that one are stale then
+// and cost no write.
+func TestWriter_behindTheDeduperWritesTheRecordsNewestState(t *testing.T) {
+	h := startWriter(t)
+	ctx := context.Background()
+	ns := h.namespace("prod-"+h.id, nil)
+	sig := event(fingerprintOf("behind-"+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
+
+	var events []incident.Event
+	for i := range 4 {
+		res, err := h.store.Decide(ctx, &sig, fmt.Sprintf("m%d", i))
+		require.NoError(t, err)
+		rec := res.Record
+		if i == 0 {
+			rec, err = h.store.SetRoute(ctx, sig.Fingerprint, rec.IncidentID, incident.RouteIndividual)
+			require.NoError(t, err)
+		}
+		events = append(events, incident.Event{
+			Decision: res.Decision, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
+			Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
+			LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
+		})
+	}
+	before := h.writes()
+	h.open(events[0])
+	h.waitAcked(1, 10*time.Second)
+	rr := get(t, ns, events[0].IncidentID)
+	require.NotNil(t, rr.Status.Occurrences)
+	assert.EqualValues(t, 4, rr.Status.Occurrences.Count, "the create carries the record's count")
+	assert.Equal(t, events[3].Revision, rr.Status.ObservedRevision)
+
+	for _, e := range events[1:] {
+		h.update(e)
+	}
+	h.waitAcked(4, 10*time.Second)
+	assert.Equal(t, 1.0, h.writes()-before, "one create, and the queued events are stale")
+	assert.EqualValues(t, 4, get(t, ns, events[0].IncidentID).Status.Occurrences.Count)
+}
+
 func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
 	h := startWriter(t)
 	ctx := context.Background()

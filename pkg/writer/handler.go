@@ -90,6 +90,7 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 			return nil
 		}
 	}
+	e = w.latest(ctx, e)
 	created := false
 	if host == nil {
 		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
@@ -126,6 +127,25 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 		w.observeLatency(m)
 	}
 	return nil
+}
+
+// latest returns e brought to its incident record's newest state when the
+// record (the deduper's truth, absolute values under one revision counter)
+// is ahead of it. Under a backlog the writer reads an incident's events
+// long after they were decided; writing the newest values at once makes
+// the events queued behind this one stale (acked without a write) instead
+// of costing a write each. A record that moved on to another incident, or
+// a failed read, leaves e as it is: its own values are still correct.
+func (w *Writer) latest(ctx context.Context, e *incident.Event) *incident.Event {
+	rec, err := w.store.Get(ctx, e.Fingerprint)
+	if err != nil || rec.IncidentID != e.IncidentID || rec.Revision <= e.Revision {
+		return e
+	}
+	n := *e
+	n.Revision, n.State, n.Count, n.Flaps = rec.Revision, rec.State, rec.Count, rec.Flaps
+	n.FirstSeen, n.LastSeen, n.ResolvedAt = rec.FirstSeen, rec.LastSeen, rec.ResolvedAt
+	w.m.refreshed.Inc()
+	return &n
 }
 
 // ensureOnce runs ensure once for all concurrent handlers of one incident

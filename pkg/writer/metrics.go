@@ -28,6 +28,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	skipped   *prometheus.CounterVec
 	ended     prometheus.Counter
+	refreshed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -65,8 +66,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "stormweir_writer_incidents_ended_total",
 			Help: "Incident records ended because their RemediationRequest reached a terminal phase.",
 		}),
+		refreshed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stormweir_writer_events_refreshed_total",
+			Help: "Incident events written with their record's newer state (read from the dedup store) because the writer was behind.",
+		}),
 	}
-	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended)
+	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended, m.refreshed)
 	return m
 }
 
