@@ -154,7 +154,13 @@ func New(o Options) (*Writer, error) {
 			Field:      fields.OneTermEqualSelector("metadata.name", name),
 		}
 	}
-	if w.cache, err = cache.New(rc, cache.Options{HTTPClient: hc, Scheme: scheme, ByObject: byObject, ReaderFailOnMissingInformer: true}); err != nil {
+	// Managed fields are dropped from cached objects: the writer never
+	// reads them, and since a create carries status they list every spec
+	// and status field, a large share of each cached request's memory.
+	if w.cache, err = cache.New(rc, cache.Options{
+		HTTPClient: hc, Scheme: scheme, ByObject: byObject, ReaderFailOnMissingInformer: true,
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}); err != nil {
 		return nil, fmt.Errorf("building informer cache: %w", err)
 	}
 	// Writes and the rare live reads go straight to the API server.
