@@ -241,7 +241,7 @@ func DefaultWriter() Writer {
 			},
 		},
 		Priority:    DefaultPriority(),
-		Concurrency: 4096,
+		Concurrency: 1024,
 	}
 }
 
