@@ -145,10 +145,10 @@ func (co *coalescer) seed(rr *v1alpha1.RemediationRequest) {
 }
 
 // submit queues u for the request key and waits until a write that
-// includes it succeeded. The result's changed is false when u changed
-// nothing (an old or repeated revision) or was superseded; nothing was
-// written for it then.
-func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u update) (submitResult, error) {
+// includes it succeeded (or failed: the result's err). The result's
+// changed is false when u changed nothing (an old or repeated revision)
+// or was superseded; nothing was written for it then.
+func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u update) submitResult {
 	co.mu.Lock()
 	e := co.entries[key]
 	if e == nil {
@@ -158,7 +158,7 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 	pm, stale := co.matchLocked(e, u)
 	if stale {
 		co.mu.Unlock()
-		return submitResult{}, nil
+		return submitResult{}
 	}
 	if pm == nil {
 		pm = &pendingMutation{update: u, done: make(chan struct{})}
@@ -169,11 +169,11 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 	co.mu.Unlock()
 	select {
 	case <-pm.done:
-		return pm.res, pm.res.err
+		return pm.res
 	case <-ctx.Done():
 		// The mutation may still be written; it is idempotent, and the
 		// message is redelivered because it is not acked.
-		return submitResult{}, fmt.Errorf("waiting for status write of %s: %w", key, ctx.Err())
+		return submitResult{err: fmt.Errorf("waiting for status write of %s: %w", key, ctx.Err())}
 	}
 }
 
@@ -291,6 +291,8 @@ func (co *coalescer) flush(e *entry) {
 // write applies batch on top of the request's status and writes the
 // result, re-reading and retrying on a resourceVersion conflict.
 func (co *coalescer) write(e *entry, batch []*pendingMutation) (changed []bool, wrote bool, err error) {
+	// Each attempt may queue for an API slot before its own timeout starts;
+	// the extra minute bounds that queueing.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(maxConflictRetries+1)*co.calls.timeout+time.Minute)
 	defer cancel()
 	changed = make([]bool, len(batch))

@@ -66,18 +66,20 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	if err != nil {
 		return err
 	}
+	// One read of the incident record serves both the route of an update
+	// without a request and the refresh below.
+	rec, recErr := w.store.Get(ctx, e.Fingerprint)
 	if host == nil && !open {
 		route := e.Route
 		if route == incident.RouteUndecided {
-			rec, err := w.store.Get(ctx, e.Fingerprint)
 			switch {
-			case errors.Is(err, dedup.ErrNotFound) || err == nil && rec.IncidentID != e.IncidentID:
+			case errors.Is(recErr, dedup.ErrNotFound) || recErr == nil && rec.IncidentID != e.IncidentID:
 				// The incident ended before it had a request: nothing to update.
 				w.m.skipped.WithLabelValues(skipGone).Inc()
 				log.Info("update for an incident without request or record; nothing to write")
 				return nil
-			case err != nil:
-				return fmt.Errorf("reading incident record of %s: %w", e.Fingerprint, err)
+			case recErr != nil:
+				return fmt.Errorf("reading incident record of %s: %w", e.Fingerprint, recErr)
 			}
 			if rec.Route == incident.RouteUndecided {
 				return fmt.Errorf("update for incident %s: %w", e.IncidentID, ErrUndecided)
@@ -90,7 +92,9 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 			return nil
 		}
 	}
-	e = w.latest(ctx, e)
+	if recErr == nil {
+		e = w.latest(e, &rec)
+	}
 	created := false
 	if host == nil {
 		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
@@ -106,9 +110,9 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	if !own {
 		mut = applyFolded(e, fold)
 	}
-	res, err := w.co.submit(ctx, *host, update{subject: e.IncidentID, rev: e.Revision, urgent: e.State == incident.StateResolved, mut: mut})
-	if err != nil {
-		return err
+	res := w.co.submit(ctx, *host, update{subject: e.IncidentID, rev: e.Revision, urgent: e.State == incident.StateResolved, mut: mut})
+	if res.err != nil {
+		return res.err
 	}
 	changed := res.changed
 	switch {
@@ -134,11 +138,10 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 // is ahead of it. Under a backlog the writer reads an incident's events
 // long after they were decided; writing the newest values at once makes
 // the events queued behind this one stale (acked without a write) instead
-// of costing a write each. A record that moved on to another incident, or
-// a failed read, leaves e as it is: its own values are still correct.
-func (w *Writer) latest(ctx context.Context, e *incident.Event) *incident.Event {
-	rec, err := w.store.Get(ctx, e.Fingerprint)
-	if err != nil || rec.IncidentID != e.IncidentID || rec.Revision <= e.Revision {
+// of costing a write each. A record that moved on to another incident
+// leaves e as it is: its own values are still correct.
+func (w *Writer) latest(e *incident.Event, rec *dedup.Record) *incident.Event {
+	if rec.IncidentID != e.IncidentID || rec.Revision <= e.Revision {
 		return e
 	}
 	n := *e
@@ -148,22 +151,31 @@ func (w *Writer) latest(ctx context.Context, e *incident.Event) *incident.Event 
 	return &n
 }
 
-// ensureOnce runs ensure once for all concurrent handlers of one incident
-// (a flood right after the open would otherwise race to create the same
-// request) and remembers the result until the cache has caught up.
+// ensureOnce finds or creates the request that counts incident e (see
+// ensure), once for all its concurrent handlers.
 func (w *Writer) ensureOnce(ctx context.Context, e *incident.Event) (*types.NamespacedName, bool, bool, error) {
+	return w.once(e.IncidentID, func() (*types.NamespacedName, bool, bool, error) { return w.ensure(ctx, e) })
+}
+
+// once runs find (which returns the request counting id, whether it is
+// id's own, and whether this call created it) once for all concurrent
+// handlers of id, since a burst of one incident's or storm's events would
+// otherwise race to create the same request, and remembers the result
+// until the cache has caught up. created is reported to the handler whose
+// call ran find only: its event is the one the create carried.
+func (w *Writer) once(id string, find func() (*types.NamespacedName, bool, bool, error)) (key *types.NamespacedName, own, created bool, err error) {
 	type result struct {
 		key          *types.NamespacedName
 		own, created bool
 	}
 	first := false
-	v, err, _ := w.ensuring.Do(e.IncidentID, func() (any, error) {
+	v, err, _ := w.ensuring.Do(id, func() (any, error) {
 		first = true
-		key, own, created, err := w.ensure(ctx, e)
+		key, own, created, err := find()
 		if err != nil {
 			return nil, err
 		}
-		w.hosts.remember(e.IncidentID, *key, own)
+		w.hosts.remember(id, *key, own)
 		return result{key, own, created}, nil
 	})
 	if err != nil {
@@ -344,44 +356,33 @@ func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm)
 		return err
 	}
 	if host == nil {
-		// One create per storm, however many of its events arrive at once
-		// (a storm's first events come in a burst); the others wait for it
-		// and then update.
-		type result struct {
-			key     types.NamespacedName
-			created bool
-		}
-		first := false
-		v, err, _ := w.ensuring.Do(s.StormID, func() (any, error) {
-			first = true
+		created := false
+		host, _, created, err = w.once(s.StormID, func() (*types.NamespacedName, bool, bool, error) {
 			pl, err := w.place(ctx, &s.Signal, s.Scope["namespace"], s.Signal.Target.Namespace, s.Signal.Namespace)
 			if err != nil {
-				return nil, err
+				return nil, false, false, err
 			}
 			rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
 			applyStorm(s)(&rr.Status)
 			created, err := w.create(ctx, rr)
 			if err != nil {
-				return nil, err
+				return nil, false, false, err
 			}
 			k := client.ObjectKeyFromObject(rr)
-			w.hosts.remember(s.StormID, k, true)
-			return result{k, created}, nil
+			return &k, true, created, nil
 		})
 		if err != nil {
 			return err
 		}
-		r := v.(result)
-		if r.created && first {
+		if created {
 			// The create carried this event's status.
 			w.observeLatency(m)
 			return nil
 		}
-		host = &r.key
 	}
-	res, err := w.co.submit(ctx, *host, update{subject: s.StormID, rev: s.Revision, urgent: !s.ClosedAt.IsZero(), mut: applyStorm(s)})
-	if err != nil {
-		return err
+	res := w.co.submit(ctx, *host, update{subject: s.StormID, rev: s.Revision, urgent: !s.ClosedAt.IsZero(), mut: applyStorm(s)})
+	if res.err != nil {
+		return res.err
 	}
 	if !res.changed && !res.superseded {
 		w.m.skipped.WithLabelValues(skipStale).Inc()

@@ -94,37 +94,14 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// maxInFlightRequests bounds the writer's concurrent API requests (watches
-// excepted). Thousands of handlers may write at once; past the server's
+// maxInFlightRequests bounds the writer's concurrent API requests (see
+// apiCalls; the informers' few lists and watches are not counted). Thousands of handlers may write at once; past the server's
 // HTTP/2 stream limit per connection (250 by default) Go opens another
 // TLS connection for each extra request and drops it when idle, and the
 // handshakes cost both sides more than the writes (seen as ~60% of the
 // writer's CPU under a burst of new incidents). Queuing here keeps every
 // request on one connection.
 const maxInFlightRequests = 64
-
-// limitingTransport admits at most cap(slots) requests at once; watches
-// are long-lived and bypass it. The writer's own requests are admitted
-// earlier, by apiCalls, so their timeouts start only once they hold a
-// slot; this bound also covers the informers' lists and discovery.
-type limitingTransport struct {
-	next  http.RoundTripper
-	slots chan struct{}
-}
-
-// RoundTrip implements http.RoundTripper.
-func (t *limitingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Query().Get("watch") == "true" {
-		return t.next.RoundTrip(r)
-	}
-	select {
-	case t.slots <- struct{}{}:
-	case <-r.Context().Done():
-		return nil, r.Context().Err()
-	}
-	defer func() { <-t.slots }()
-	return t.next.RoundTrip(r)
-}
 
 // apiCalls admits the writer's own API requests (creates, applies, live
 // reads), at most maxInFlightRequests at once, and gives each its timeout

@@ -137,7 +137,7 @@ func New(o Options) (*Writer, error) {
 	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
 	rc.UserAgent = "stormweir-writer"
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &limitingTransport{next: &countingTransport{next: rt, api: w.m.api}, slots: make(chan struct{}, maxInFlightRequests)}
+		return &countingTransport{next: rt, api: w.m.api}
 	})
 	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
