@@ -2,10 +2,9 @@ package storm
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/stormweir/stormweir/pkg/bus"
 )
@@ -66,11 +65,7 @@ func (c *coalescer) enter() uint64 {
 func (c *coalescer) done(t uint64, snap *Snapshot) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.open[t]; ok {
-		delete(c.open, t)
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
+	c.finishLocked(t)
 	if snap != nil && snap.ID != "" {
 		if w := c.newest[snap.ID]; w == nil || snap.Revision > w.snap.Revision {
 			c.newest[snap.ID] = &wave{snap: *snap}
@@ -83,13 +78,19 @@ func (c *coalescer) done(t uint64, snap *Snapshot) uint64 {
 func (c *coalescer) release(t uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.finishLocked(t)
+	if c.users--; c.users == 0 {
+		clear(c.newest)
+	}
+}
+
+// finishLocked closes ticket t if it is open and wakes the waiters; c.mu
+// held.
+func (c *coalescer) finishLocked(t uint64) {
 	if _, ok := c.open[t]; ok {
 		delete(c.open, t)
 		close(c.changed)
 		c.changed = make(chan struct{})
-	}
-	if c.users--; c.users == 0 {
-		clear(c.newest)
 	}
 }
 
@@ -156,14 +157,8 @@ func (c *coalescer) output(snap *Snapshot, encode func(*Snapshot) (bus.Output, e
 		c.mu.Unlock()
 	}
 	o := *out
-	o.Header = cloneHeader(out.Header)
+	// Header values are replaced, never changed in place (Header.Set),
+	// so a copy of the map is enough.
+	o.Header = maps.Clone(out.Header)
 	return o, nil
-}
-
-func cloneHeader(h nats.Header) nats.Header {
-	c := make(nats.Header, len(h)+2)
-	for k, v := range h {
-		c[k] = append([]string(nil), v...)
-	}
-	return c
 }
