@@ -186,7 +186,7 @@ func (b *bench) ceilingJetStream(p *pipeline.Pipeline, n int) float64 {
 	defer func() { _ = p.JS.DeleteStream(ctx, "CEILING") }()
 	js, err := jetstream.New(p.Bus, jetstream.WithPublishAsyncMaxPending(4096))
 	b.must(err, "jetstream")
-	data, header := ceilingMessage(b)
+	data, header := b.ceilingMessage()
 	start := time.Now()
 	for i := range n {
 		m := &nats.Msg{Subject: "ceiling.x", Data: data, Header: maps.Clone(header)}
@@ -209,7 +209,7 @@ func (b *bench) ceilingJetStream(p *pipeline.Pipeline, n int) float64 {
 // loadgen alert decoded and encoded as a signal, with the receiver's
 // headers (the publisher adds the msg-id). A smaller message would make
 // the ceiling, and so the ratio's denominator, unfairly high.
-func ceilingMessage(b *bench) ([]byte, nats.Header) {
+func (b *bench) ceilingMessage() ([]byte, nats.Header) {
 	body, err := json.Marshal(loadgen.NewWebhook(loadgen.PodAlert("KubePodCrashLooping", "ceiling", "app-0", time.Now())))
 	b.must(err, "encoding the ceiling webhook")
 	batch, err := signal.NewDecoder(signal.MustFingerprinter(config.Default().Fingerprint.Labels), nil).DecodeAlertmanager(body)
