@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -13,8 +15,17 @@ type Bus struct {
 	// Prefix starts every subject and stream name, so several pipelines can
 	// share one NATS deployment.
 	Prefix string `mapstructure:"prefix" yaml:"prefix"`
-	// CredsFile is an optional NATS credentials file.
-	CredsFile string `mapstructure:"creds_file" yaml:"creds_file"`
+	// Auth is how this process proves who it is to NATS.
+	Auth BusAuth `mapstructure:"auth" yaml:"auth"`
+	// TLS verifies the server with a custom CA and presents a client
+	// certificate (mutual TLS).
+	TLS BusTLS `mapstructure:"tls" yaml:"tls"`
+	// ManageStreams creates or updates the streams at start-up. Stream
+	// rights let a user add sources or subject transforms that store
+	// messages under any subject, so in a secured account only one user
+	// holds them (the writer's, DESIGN §12); the other stages set false
+	// and wait until the streams exist.
+	ManageStreams bool `mapstructure:"manage_streams" yaml:"manage_streams"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgements.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout" yaml:"publish_timeout"`
 
@@ -27,6 +38,47 @@ type Bus struct {
 
 	// Consumer is the durable pull consumer every stage uses.
 	Consumer Consumer `mapstructure:"consumer" yaml:"consumer"`
+}
+
+// BusAuth picks at most one way to authenticate to NATS. Secrets live in
+// files (mounted Secrets), never in the configuration itself; the files
+// are read when a process connects, not when the configuration loads, so
+// binaries that share a configuration need not mount each other's
+// secrets. Password and token files are re-read on every reconnect, and
+// the NKEY seed and creds files whenever the server asks for a signature,
+// so rotating them needs no restart.
+type BusAuth struct {
+	// User and PasswordFile authenticate as a user of the server's
+	// configuration (deploy/nats/accounts.conf).
+	User         string `mapstructure:"user" yaml:"user"`
+	PasswordFile string `mapstructure:"password_file" yaml:"password_file"`
+	// TokenFile holds a token for a server that authorizes by token.
+	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	// CredsFile is a NATS credentials file (user JWT and NKEY seed), for
+	// servers in operator (decentralized JWT) mode.
+	CredsFile string `mapstructure:"creds_file" yaml:"creds_file"`
+	// NKeyFile holds a user NKEY seed ("SU...").
+	NKeyFile string `mapstructure:"nkey_file" yaml:"nkey_file"`
+}
+
+// BusTLS configures TLS to NATS. Any field set turns TLS on (so does a
+// tls:// URL); the files are re-read on every reconnect.
+type BusTLS struct {
+	// CAFile holds the PEM certificates that may sign the server's
+	// certificate; empty trusts the system roots.
+	CAFile string `mapstructure:"ca_file" yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate and its key, for
+	// servers that verify clients.
+	CertFile string `mapstructure:"cert_file" yaml:"cert_file"`
+	KeyFile  string `mapstructure:"key_file" yaml:"key_file"`
+	// ServerName is the name the server's certificate must carry, when
+	// it differs from the host in bus.url.
+	ServerName string `mapstructure:"server_name" yaml:"server_name"`
+}
+
+// Enabled reports whether any TLS setting is made.
+func (t BusTLS) Enabled() bool {
+	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != ""
 }
 
 // Stream configures one JetStream stream.
@@ -69,6 +121,7 @@ func DefaultBus() Bus {
 	return Bus{
 		URL:            "nats://127.0.0.1:4222",
 		Prefix:         "stormweir",
+		ManageStreams:  true,
 		PublishTimeout: 5 * time.Second,
 		Signals:        Stream{MaxAge: 7 * 24 * time.Hour, MaxBytes: 8 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
 		Incidents:      Stream{MaxAge: 24 * time.Hour, MaxBytes: 4 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
@@ -94,12 +147,55 @@ func (b Bus) Validate() error {
 	if !prefixRE.MatchString(b.Prefix) {
 		errs = append(errs, fmt.Errorf("bus.prefix: %q must be letters, digits, '_' or '-'", b.Prefix))
 	}
+	errs = append(errs, b.Auth.validate(b.URL), validateKeyPair("bus.tls", b.TLS.CertFile, b.TLS.KeyFile))
 	errs = append(errs, positive("bus.publish_timeout", b.PublishTimeout))
 	for name, s := range map[string]Stream{"signals": b.Signals, "incidents": b.Incidents, "dlq": b.DLQ} {
 		errs = append(errs, s.validate("bus."+name))
 	}
 	errs = append(errs, b.Consumer.validate("bus.consumer"))
 	return errors.Join(errs...)
+}
+
+func (a BusAuth) validate(urls string) error {
+	var errs []error
+	var methods []string
+	if a.User != "" || a.PasswordFile != "" {
+		methods = append(methods, "user")
+		if a.User == "" {
+			errs = append(errs, errors.New("bus.auth.user: required with bus.auth.password_file"))
+		}
+		if a.PasswordFile == "" {
+			errs = append(errs, errors.New("bus.auth.password_file: required with bus.auth.user"))
+		}
+	}
+	for _, m := range []struct{ key, val string }{{"token_file", a.TokenFile}, {"nkey_file", a.NKeyFile}, {"creds_file", a.CredsFile}} {
+		if m.val != "" {
+			methods = append(methods, m.key)
+		}
+	}
+	if len(methods) > 1 {
+		errs = append(errs, fmt.Errorf("bus.auth: %s are alternatives; set one", strings.Join(methods, " and ")))
+	}
+	if len(methods) > 0 {
+		for u := range strings.SplitSeq(urls, ",") {
+			if pu, err := url.Parse(strings.TrimSpace(u)); err == nil && pu.User != nil {
+				errs = append(errs, fmt.Errorf("bus.url: carries credentials as well as bus.auth.%s; keep them in bus.auth only", methods[0]))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateKeyPair checks that a client certificate comes with its key.
+func validateKeyPair(field, cert, key string) error {
+	switch {
+	case cert != "" && key == "":
+		return fmt.Errorf("%s.key_file: required with %s.cert_file", field, field)
+	case key != "" && cert == "":
+		return fmt.Errorf("%s.cert_file: required with %s.key_file", field, field)
+	}
+	return nil
 }
 
 func (s Stream) validate(field string) error {

@@ -113,3 +113,110 @@ func TestReceiver_checkAuth(t *testing.T) {
 	r.Auth.TokenFile = "/run/secrets/tokens"
 	assert.NoError(t, r.CheckAuth())
 }
+
+func TestValidate_busSecurity(t *testing.T) {
+	cases := map[string]struct {
+		set  func(b *config.Bus)
+		want string
+	}{
+		"user and token": {func(b *config.Bus) {
+			b.Auth.User, b.Auth.PasswordFile, b.Auth.TokenFile = "receiver", "/s/password", "/s/token"
+		}, "bus.auth: user and token_file are alternatives; set one"},
+		"nkey and creds":         {func(b *config.Bus) { b.Auth.NKeyFile, b.Auth.CredsFile = "/s/seed", "/s/creds" }, "bus.auth: nkey_file and creds_file are alternatives"},
+		"user without password":  {func(b *config.Bus) { b.Auth.User = "receiver" }, "bus.auth.password_file: required with bus.auth.user"},
+		"password without user":  {func(b *config.Bus) { b.Auth.PasswordFile = "/s/password" }, "bus.auth.user: required with bus.auth.password_file"},
+		"cert without key":       {func(b *config.Bus) { b.TLS.CertFile = "/s/tls.crt" }, "bus.tls.key_file: required with bus.tls.cert_file"},
+		"key without cert":       {func(b *config.Bus) { b.TLS.KeyFile = "/s/tls.key" }, "bus.tls.cert_file: required with bus.tls.key_file"},
+		"credentials in the url": {func(b *config.Bus) { b.URL, b.Auth.TokenFile = "nats://a:4222,nats://tok@b:4222", "/s/token" }, "bus.url: carries credentials as well as bus.auth.token_file"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := config.DefaultBus()
+			tc.set(&b)
+			err := b.Validate()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "tok@", "an error never repeats a credential")
+		})
+	}
+
+	b := config.DefaultBus()
+	b.Auth.User, b.Auth.PasswordFile = "receiver", "/s/password"
+	b.TLS = config.BusTLS{CAFile: "/s/ca.crt", CertFile: "/s/tls.crt", KeyFile: "/s/tls.key", ServerName: "nats.internal"}
+	assert.NoError(t, b.Validate(), "files are read when connecting, not when validating")
+}
+
+func TestValidate_redisSecurity(t *testing.T) {
+	cases := map[string]struct {
+		set  func(r *config.Redis)
+		want string
+	}{
+		"password twice": {func(r *config.Redis) { r.Password, r.PasswordFile = "x", "/s/pw" }, "redis.password and redis.password_file: set one"},
+		"sentinel password twice": {func(r *config.Redis) {
+			r.Mode, r.MasterName, r.SentinelPassword, r.SentinelPasswordFile = "sentinel", "m", "x", "/s/spw"
+		}, "redis.sentinel_password and redis.sentinel_password_file: set one"},
+		"sentinel password in single mode": {func(r *config.Redis) { r.SentinelPasswordFile = "/s/spw" }, "redis.sentinel_password: only used in sentinel mode"},
+		"tls file without tls":             {func(r *config.Redis) { r.TLS.CAFile = "/s/ca.crt" }, "redis.tls.ca_file: set, but redis.tls.enabled is false"},
+		"cert without key":                 {func(r *config.Redis) { r.TLS.Enabled, r.TLS.CertFile = true, "/s/tls.crt" }, "redis.tls.key_file: required with redis.tls.cert_file"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := config.DefaultRedis()
+			tc.set(&r)
+			err := r.Validate()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestLoad_securityKeysFromTheEnvironment(t *testing.T) {
+	t.Setenv("STORMWEIR_BUS_AUTH_USER", "deduper")
+	t.Setenv("STORMWEIR_BUS_AUTH_PASSWORD_FILE", "/etc/stormweir/nats/password")
+	t.Setenv("STORMWEIR_BUS_TLS_CA_FILE", "/etc/stormweir/tls/ca.crt")
+	t.Setenv("STORMWEIR_BUS_MANAGE_STREAMS", "false")
+	t.Setenv("STORMWEIR_REDIS_PASSWORD_FILE", "/etc/stormweir/redis/password")
+	t.Setenv("STORMWEIR_REDIS_TLS_ENABLED", "true")
+	t.Setenv("STORMWEIR_REDIS_TLS_SERVER_NAME", "redis.internal")
+	l, err := config.Load("test", nil)
+	require.NoError(t, err)
+	c := l.Config
+	assert.Equal(t, config.BusAuth{User: "deduper", PasswordFile: "/etc/stormweir/nats/password"}, c.Bus.Auth)
+	assert.Equal(t, "/etc/stormweir/tls/ca.crt", c.Bus.TLS.CAFile)
+	assert.False(t, c.Bus.ManageStreams)
+	assert.Equal(t, "/etc/stormweir/redis/password", c.Redis.PasswordFile)
+	assert.Equal(t, config.RedisTLS{Enabled: true, ServerName: "redis.internal"}, c.Redis.TLS)
+}
+
+func TestPrint_redactsCredentialsInTheBusURL(t *testing.T) {
+	c := config.Default()
+	c.Bus.URL = "nats://stage:s3cret-pw@nats-0:4222, nats://t0ken-value@nats-1:4222,nats://nats-2:4222"
+	c.Bus.Auth.PasswordFile = "/etc/stormweir/nats/password"
+	c.Redis.SentinelPassword = "sentinel-secret"
+	var buf bytes.Buffer
+	require.NoError(t, config.Print(&buf, c))
+	out := buf.String()
+	for _, secret := range []string{"s3cret-pw", "t0ken-value", "sentinel-secret"} {
+		assert.NotContains(t, out, secret)
+	}
+	assert.Contains(t, out, "nats://stage:redacted@nats-0:4222")
+	assert.Contains(t, out, "nats://nats-2:4222")
+	assert.Contains(t, out, "/etc/stormweir/nats/password", "paths of secret files are not secrets")
+}
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "password")
+	require.NoError(t, os.WriteFile(ok, []byte("pa ss\n"), 0o600))
+	got, err := config.ReadSecret("redis.password_file", ok)
+	require.NoError(t, err)
+	assert.Equal(t, "pa ss", got, "the trailing line break goes, spaces stay")
+
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, []byte("\n"), 0o600))
+	_, err = config.ReadSecret("redis.password_file", empty)
+	assert.ErrorContains(t, err, "reading redis.password_file: "+empty+" is empty")
+
+	_, err = config.ReadSecret("bus.auth.password_file", filepath.Join(dir, "missing"))
+	assert.ErrorContains(t, err, "reading bus.auth.password_file: open ")
+}

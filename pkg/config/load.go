@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"strings"
@@ -149,8 +150,10 @@ func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
 	}
 }
 
-// Print writes cfg as YAML with secrets redacted.
+// Print writes cfg as YAML with secrets redacted. Secret files are shown
+// by path only; credentials written into bus.url are masked.
 func Print(w io.Writer, cfg Config) error {
+	cfg.Bus.URL = redactURLs(cfg.Bus.URL)
 	cfg.Redis.Password = redact(cfg.Redis.Password)
 	cfg.Redis.SentinelPassword = redact(cfg.Redis.SentinelPassword)
 	tokens := make([]string, len(cfg.Receiver.Auth.Tokens))
@@ -171,6 +174,31 @@ func redact(s string) string {
 		return ""
 	}
 	return "<redacted>"
+}
+
+// redactURLs masks the credentials of each URL in a comma-separated
+// list: nats://user:secret@host and nats://token@host both carry one.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			if strings.Contains(p, "@") {
+				parts[i] = redact(p)
+			}
+			continue
+		}
+		if u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+		} else {
+			u.User = url.User("redacted")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 // splitListHook lets one string (an environment variable or --set value)
