@@ -22,7 +22,10 @@ func main() {
 			return err
 		}
 		defer p.Close()
-		rc := redisclient.New(cfg.Redis)
+		rc, err := redisclient.New(cfg.Redis)
+		if err != nil {
+			return err
+		}
 		defer rc.Close()
 		incidents := dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{})
 		st, err := storm.New(ctx, p, storm.NewRedisStore(rc, cfg.Redis.KeyPrefix, 0), incidents, clock.Real{})

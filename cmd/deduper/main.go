@@ -20,7 +20,10 @@ func main() {
 			return err
 		}
 		defer p.Close()
-		rc := redisclient.New(cfg.Redis)
+		rc, err := redisclient.New(cfg.Redis)
+		if err != nil {
+			return err
+		}
 		defer rc.Close()
 		st, err := dedup.New(ctx, p, dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{}))
 		if err != nil {

@@ -25,7 +25,10 @@ func main() {
 			return err
 		}
 		defer p.Close()
-		rc := redisclient.New(cfg.Redis)
+		rc, err := redisclient.New(cfg.Redis)
+		if err != nil {
+			return err
+		}
 		defer rc.Close()
 		w, err := writer.New(writer.Options{
 			Process:    p,

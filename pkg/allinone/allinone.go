@@ -68,6 +68,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		cfg.Bus.URL = srv.ClientURL()
 		log.Info("embedded nats listening", "url", cfg.Bus.URL)
 	}
+	// The embedded server is this process's own, without users or TLS, and
+	// this process is its only client: bus.auth and bus.tls describe an
+	// external server, and the streams are this process's to manage.
+	if cfg.Bus.Auth != (config.BusAuth{}) || cfg.Bus.TLS != (config.BusTLS{}) {
+		log.Warn("bus.auth and bus.tls apply to an external NATS server; the embedded one is connected in-process without them")
+	}
+	cfg.Bus.Auth, cfg.Bus.TLS, cfg.Bus.ManageStreams = config.BusAuth{}, config.BusTLS{}, true
 	p, err := service.NewProcess(ctx, cfg, log, "stormweir", nats.InProcessServer(srv))
 	if err != nil {
 		return err
@@ -78,7 +85,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 	var storms storm.Store
 	switch cfg.AllInOne.Store {
 	case "redis":
-		rc := redisclient.New(cfg.Redis)
+		rc, err := redisclient.New(cfg.Redis)
+		if err != nil {
+			return err
+		}
 		defer rc.Close()
 		incidents = dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{})
 		storms = storm.NewRedisStore(rc, cfg.Redis.KeyPrefix, 0)

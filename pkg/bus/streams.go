@@ -56,6 +56,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Bus) 
 	return nil
 }
 
+// CheckStreams reports whether every stream exists, for a process that
+// does not manage them (bus.manage_streams false): it needs only the right
+// to read their info. A missing stream is jetstream.ErrStreamNotFound.
+func CheckStreams(ctx context.Context, js jetstream.JetStream, cfg config.Bus) error {
+	for _, sc := range StreamConfigs(cfg) {
+		if _, err := js.Stream(ctx, sc.Name); err != nil {
+			return fmt.Errorf("looking up stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
 // ConsumerSpec names a stage's durable consumer and what it reads.
 type ConsumerSpec struct {
 	// Stage is the durable name, shared by every replica of the stage.

@@ -26,7 +26,8 @@ func ownStore(t testing.TB, cfg config.Redis) *dedup.RedisStore {
 	t.Helper()
 	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 	require.NoError(t, cfg.Validate())
-	c := redisclient.New(cfg)
+	c, err := redisclient.New(cfg)
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return dedup.NewRedisStore(c, "swt"+testenv.RandomID(), deduptest.Config, clock.Real{})
 }

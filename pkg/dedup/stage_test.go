@@ -25,7 +25,8 @@ import (
 func localStore(t testing.TB, clk clock.Clock) *dedup.RedisStore {
 	t.Helper()
 	r := testenv.LocalRedis(t)
-	c := redisclient.New(redisConfig(r.Addr))
+	c, err := redisclient.New(redisConfig(r.Addr))
+	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return dedup.NewRedisStore(c, r.Prefix, deduptest.Config, clk)
 }

@@ -3,6 +3,8 @@ package dedup_test
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
@@ -20,7 +22,8 @@ func TestMemoryStore_conformance(t *testing.T) {
 func TestRedisStore_conformance(t *testing.T) {
 	deduptest.Run(t, func(t testing.TB, clk clock.Clock) dedup.Store {
 		r := testenv.LocalRedis(t)
-		c := redisclient.New(redisConfig(r.Addr))
+		c, err := redisclient.New(redisConfig(r.Addr))
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		return dedup.NewRedisStore(c, r.Prefix, deduptest.Config, clk)
 	})

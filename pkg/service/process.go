@@ -34,31 +34,42 @@ type Process struct {
 	Bus *bus.Conn
 }
 
-// NewProcess connects to the bus, ensures the streams and registers the
-// bus readiness check. natsOpts are passed to the connection.
+// NewProcess connects to the bus, ensures the streams (or, with
+// bus.manage_streams off, waits until they exist) and registers the bus
+// readiness check. The connection is named <bus.prefix>-<binary>, which
+// also starts its inboxes. natsOpts are passed to the connection.
 func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, natsOpts ...nats.Option) (*Process, error) {
 	reg := NewRegistry()
 	p := &Process{Config: cfg, Log: log, Registry: reg, Health: NewHealth(reg), Metrics: bus.NewMetrics(reg)}
 	p.Health.PProf = cfg.Debug.PProf
-	conn, err := bus.Connect(cfg.Bus, "stormweir-"+binary, log, natsOpts...)
+	conn, err := bus.Connect(cfg.Bus, cfg.Bus.Prefix+"-"+binary, log, natsOpts...)
 	if err != nil {
 		return nil, err
 	}
+	streams := bus.EnsureStreams
+	if !cfg.Bus.ManageStreams {
+		streams = bus.CheckStreams
+	}
 	// A bus that is not up yet is waited for, not a reason to exit: in a
-	// rollout the stages may start before NATS answers.
+	// rollout the stages may start before NATS answers, or before the
+	// process that manages the streams has created them.
 	for wait := 250 * time.Millisecond; ; wait = min(wait*2, 5*time.Second) {
-		err := bus.EnsureStreams(ctx, conn.JS, cfg.Bus)
+		err := streams(ctx, conn.JS, cfg.Bus)
 		if err == nil {
 			break
 		}
 		// The server answered and refused (limits, bad config): waiting
 		// will not help, so say why and stop.
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) {
+		if errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			conn.Close()
 			return nil, err
 		}
-		log.Warn("waiting for jetstream", "url", cfg.Bus.URL, "err", err)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			log.Warn("waiting for the streams to be created by the process with bus.manage_streams", "err", err)
+		} else {
+			log.Warn("waiting for jetstream", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			conn.Close()

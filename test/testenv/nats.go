@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -22,19 +23,26 @@ type NATS struct {
 // StartNATS starts a JetStream server for the test and stops it at cleanup.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	opts := &server.Options{
-		ServerName: "stormweir-test",
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-		// Limits, not allocations: the streams' default max_bytes add up
-		// to more than a small default store limit would allow.
-		JetStreamMaxMemory: 1 << 30,
-		JetStreamMaxStore:  1 << 40,
-	}
+	return StartNATSWith(t, &server.Options{ServerName: "stormweir-test"})
+}
+
+// StartNATSWith starts a JetStream server with opts (users, accounts,
+// TLS; e.g. parsed from a configuration file with
+// server.ProcessConfigFile) on a random loopback port with a temporary
+// store, and stops it at cleanup.
+func StartNATSWith(t testing.TB, opts *server.Options) *NATS {
+	t.Helper()
+	opts.Host = "127.0.0.1"
+	opts.Port = server.RANDOM_PORT
+	opts.JetStream = true
+	opts.StoreDir = t.TempDir()
+	// STORMWEIR_TEST_NATS_LOG=1 shows the server's log, to see why it
+	// refused a client or did not start.
+	opts.NoLog, opts.NoSigs = os.Getenv("STORMWEIR_TEST_NATS_LOG") == "", true
+	// Limits, not allocations: the streams' default max_bytes add up to
+	// more than a small default store limit would allow.
+	opts.JetStreamMaxMemory = 1 << 30
+	opts.JetStreamMaxStore = 1 << 40
 	n := &NATS{t: t, opts: opts}
 	n.start()
 	n.URL = n.srv.ClientURL()
@@ -48,6 +56,9 @@ func (n *NATS) start() {
 	n.t.Helper()
 	srv, err := server.NewServer(n.opts)
 	require.NoError(n.t, err, "creating nats-server")
+	if !n.opts.NoLog {
+		srv.ConfigureLogger()
+	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		n.t.Fatalf("nats-server not ready on %s:%d", n.opts.Host, n.opts.Port)
