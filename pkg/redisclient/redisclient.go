@@ -81,11 +81,20 @@ func Check(ctx context.Context, c redis.UniversalClient) error {
 // failure names the settings that fix it.
 func Explain(err error) error {
 	msg := err.Error()
+	noauth := strings.Contains(msg, "NOAUTH")
+	wrongpass := strings.Contains(msg, "WRONGPASS") || strings.Contains(msg, "invalid username-password pair")
+	sentinel := strings.Contains(msg, "sentinels")
 	switch {
-	case strings.HasPrefix(msg, "NOAUTH"):
+	case noauth && sentinel:
+		return fmt.Errorf("the redis sentinels require a password (set redis.sentinel_password_file): %w", err)
+	case wrongpass && sentinel:
+		return fmt.Errorf("the redis sentinels refused the password (check redis.sentinel_password_file): %w", err)
+	case noauth:
 		return fmt.Errorf("redis requires a password (set redis.password_file): %w", err)
-	case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid username-password pair"):
+	case wrongpass:
 		return fmt.Errorf("redis refused the password (check redis.username and redis.password_file): %w", err)
+	case strings.HasPrefix(msg, "redis: "):
+		return err
 	}
 	return fmt.Errorf("redis: %w", err)
 }

@@ -77,7 +77,11 @@ func DeleteKeys(ctx context.Context, c *redis.Client, pattern string) {
 }
 
 func pingRedis(addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+	return ping(&redis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+}
+
+func ping(o *redis.Options) error {
+	c := redis.NewClient(o)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -99,8 +103,53 @@ type RedisServer struct {
 	Port int
 	Addr string
 	Dir  string
-	args []string
-	cmd  *exec.Cmd
+	// Security is what clients need to reach it (none by default).
+	Security RedisSecurity
+	args     []string
+	cmd      *exec.Cmd
+	// probe is how Start knows the server answers.
+	probe *redis.Options
+}
+
+// RedisSecurity makes a redis-server of the test's own ask for a password,
+// TLS, or both.
+type RedisSecurity struct {
+	// Password is required of clients (requirepass) and given to the
+	// master by replicas (masterauth).
+	Password string
+	// CA, when set, makes the server speak TLS only (the plain port is
+	// off; replication and the cluster bus use TLS too) with Cert, and
+	// require client certificates signed by CA.
+	CA   *CA
+	Cert Cert
+	// ServerName is the name Cert carries, when not 127.0.0.1.
+	ServerName string
+	// ClientCert is a certificate of CA for the test's own clients.
+	ClientCert Cert
+}
+
+// args returns the redis-server settings for s.
+func (s RedisSecurity) args(port int) []string {
+	var a []string
+	if s.Password != "" {
+		a = append(a, "--requirepass", s.Password, "--masterauth", s.Password)
+	}
+	if s.CA == nil {
+		return append([]string{"--port", strconv.Itoa(port)}, a...)
+	}
+	return append([]string{"--port", "0", "--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", s.Cert.CertFile, "--tls-key-file", s.Cert.KeyFile, "--tls-ca-cert-file", s.CA.File,
+		"--tls-auth-clients", "yes", "--tls-replication", "yes", "--tls-cluster", "yes"}, a...)
+}
+
+// Options returns go-redis options that reach the server at addr with
+// s: its password and, with TLS, the CA and the client certificate.
+func (s RedisSecurity) Options(t testing.TB, addr string) *redis.Options {
+	o := &redis.Options{Addr: addr, Password: s.Password, DialTimeout: time.Second, MaxRetries: -1}
+	if s.CA != nil {
+		o.TLSConfig = s.CA.ClientConfig(t, &s.ClientCert, s.ServerName)
+	}
+	return o
 }
 
 // RedisServerBinary finds redis-server.
@@ -117,14 +166,62 @@ func RedisServerBinary(t testing.TB) string {
 // arguments (e.g. "--cluster-enabled", "yes") and stops it at cleanup.
 func StartRedisServer(t testing.TB, extra ...string) *RedisServer {
 	t.Helper()
+	return StartSecureRedisServer(t, RedisSecurity{}, extra...)
+}
+
+// StartSecureRedisServer is StartRedisServer with a password, TLS, or both.
+func StartSecureRedisServer(t testing.TB, sec RedisSecurity, extra ...string) *RedisServer {
+	t.Helper()
 	port := FreePort(t)
 	dir := t.TempDir()
-	s := &RedisServer{t: t, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir}
-	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no"}, extra...)
+	s := &RedisServer{t: t, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, Security: sec}
+	s.args = append(append(sec.args(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--daemonize", "no"), extra...)
+	s.probe = sec.Options(t, s.Addr)
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// StartRedisSentinel starts a Sentinel monitoring master as name, with a
+// password and TLS of its own (sec; sec.CA nil for plain TCP), and stops
+// it at cleanup.
+func StartRedisSentinel(t testing.TB, master *RedisServer, name string, sec RedisSecurity) *RedisServer {
+	t.Helper()
+	port := FreePort(t)
+	dir := t.TempDir()
+	conf := []string{
+		"bind 127.0.0.1", "dir " + dir, "logfile " + filepath.Join(dir, "redis.log"), "daemonize no",
+		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1", name, master.Port),
+		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", name),
+	}
+	// The server's own settings, as configuration lines; a Sentinel has
+	// no master of its own to authenticate to.
+	a := sec.args(port)
+	for i := 0; i+1 < len(a); i += 2 {
+		if a[i] == "--masterauth" {
+			continue
+		}
+		conf = append(conf, strings.TrimPrefix(a[i], "--")+" "+a[i+1])
+	}
+	if master.Security.Password != "" {
+		conf = append(conf, fmt.Sprintf("sentinel auth-pass %s %s", name, master.Security.Password))
+	}
+	path := filepath.Join(dir, "sentinel.conf")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o600))
+	s := &RedisServer{t: t, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, Security: sec,
+		args: []string{path, "--sentinel"}, probe: sec.Options(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Client returns a client of the test's own for the server (its password
+// and TLS included), closed at cleanup.
+func (s *RedisServer) Client() *redis.Client {
+	c := redis.NewClient(s.Security.Options(s.t, s.Addr))
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // Start (re)starts the server on its port and waits until it answers.
@@ -138,7 +235,7 @@ func (s *RedisServer) Start() {
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := pingRedis(s.Addr); err == nil || strings.Contains(fmt.Sprint(err), "CLUSTERDOWN") {
+		if err := ping(s.probe); err == nil || strings.Contains(fmt.Sprint(err), "CLUSTERDOWN") {
 			return
 		}
 		if time.Now().After(deadline) {
