@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -41,7 +40,7 @@ func Connect(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option
 	}
 	security, err := securityOptions(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to nats %s: %w", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("connecting to nats %s: %w", config.RedactURLs(cfg.URL), err)
 	}
 	reconnects, asyncErrs := newLogLimiter(log), newLogLimiter(log)
 	opts := []nats.Option{
@@ -69,12 +68,12 @@ func Connect(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		if refused(err) {
-			return nil, fmt.Errorf("connecting to nats %s as %s: %w", redactURL(cfg.URL), describeAuth(cfg), err)
+			return nil, fmt.Errorf("connecting to nats %s as %s: %w", config.RedactURLs(cfg.URL), describeAuth(cfg), err)
 		}
-		log.Warn("nats not reachable yet; waiting", "url", redactURL(cfg.URL), "err", err)
+		log.Warn("nats not reachable yet; waiting", "url", config.RedactURLs(cfg.URL), "err", err)
 		nc, err = nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
-			return nil, fmt.Errorf("connecting to nats %s: %w", redactURL(cfg.URL), err)
+			return nil, fmt.Errorf("connecting to nats %s: %w", config.RedactURLs(cfg.URL), err)
 		}
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384), jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
@@ -203,20 +202,6 @@ func describeAuth(cfg config.Bus) string {
 		who += " with client certificate " + cfg.TLS.CertFile
 	}
 	return who
-}
-
-// redactURL masks credentials written into a NATS URL list for logs.
-func redactURL(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("redacted")
-			parts[i] = u.String()
-		} else if err != nil && strings.Contains(p, "@") {
-			parts[i] = "<redacted>"
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // logLimiter logs an error again only when it changes or a minute has

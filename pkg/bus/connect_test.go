@@ -124,10 +124,7 @@ func TestConnect_tokenFile(t *testing.T) {
 }
 
 func TestConnect_nkeySeedFile(t *testing.T) {
-	user, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	pub, err := user.PublicKey()
-	require.NoError(t, err)
+	user, pub := newKey(t, nkeys.CreateUser)
 	seed, err := user.Seed()
 	require.NoError(t, err)
 	n := testenv.StartNATSWith(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
@@ -138,8 +135,7 @@ func TestConnect_nkeySeedFile(t *testing.T) {
 	require.NoError(t, err)
 	requireWorks(t, c)
 
-	other, err := nkeys.CreateUser()
-	require.NoError(t, err)
+	other, _ := newKey(t, nkeys.CreateUser)
 	otherSeed, err := other.Seed()
 	require.NoError(t, err)
 	cfg.Auth.NKeyFile = secretFile(t, "seed", string(otherSeed))
@@ -151,58 +147,52 @@ func TestConnect_nkeySeedFile(t *testing.T) {
 	assert.ErrorContains(t, err, "reading bus.auth.nkey_file")
 }
 
+// newKey returns a key pair made by create and its public key.
+func newKey(t testing.TB, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, string) {
+	t.Helper()
+	kp, err := create()
+	require.NoError(t, err)
+	pub, err := kp.PublicKey()
+	require.NoError(t, err)
+	return kp, pub
+}
+
+// claims are JWT claims that a key signs.
+type claims interface {
+	Encode(nkeys.KeyPair) (string, error)
+}
+
+// encode signs c with key.
+func encode(t testing.TB, c claims, key nkeys.KeyPair) string {
+	t.Helper()
+	s, err := c.Encode(key)
+	require.NoError(t, err)
+	return s
+}
+
 func TestConnect_credsFile(t *testing.T) {
-	// An operator-mode server: the operator signs the account, the
+	// An operator-mode server: the operator signs the accounts, the
 	// account signs the user, and the creds file carries the user's JWT
-	// and seed.
-	operator, err := nkeys.CreateOperator()
-	require.NoError(t, err)
-	operatorPub, err := operator.PublicKey()
-	require.NoError(t, err)
+	// and seed. JetStream in operator mode needs a system account.
+	operator, operatorPub := newKey(t, nkeys.CreateOperator)
 	oc := jwt.NewOperatorClaims(operatorPub)
-	oc.Name = "stormweir-test"
-	operatorJWT, err := oc.Encode(operator)
-	require.NoError(t, err)
-	operatorClaims, err := jwt.DecodeOperatorClaims(operatorJWT)
+	operatorClaims, err := jwt.DecodeOperatorClaims(encode(t, oc, operator))
 	require.NoError(t, err)
 
-	account, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	accountPub, err := account.PublicKey()
-	require.NoError(t, err)
+	account, accountPub := newKey(t, nkeys.CreateAccount)
 	ac := jwt.NewAccountClaims(accountPub)
-	ac.Name = "STORMWEIR"
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-	accountJWT, err := ac.Encode(operator)
-	require.NoError(t, err)
+	_, systemPub := newKey(t, nkeys.CreateAccount)
+	resolver := &server.MemAccResolver{}
+	require.NoError(t, resolver.Store(accountPub, encode(t, ac, operator)))
+	require.NoError(t, resolver.Store(systemPub, encode(t, jwt.NewAccountClaims(systemPub), operator)))
+	n := testenv.StartNATSWith(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{operatorClaims}, AccountResolver: resolver, SystemAccount: systemPub})
 
-	user, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	userPub, err := user.PublicKey()
-	require.NoError(t, err)
-	uc := jwt.NewUserClaims(userPub)
-	uc.Name = "receiver"
-	userJWT, err := uc.Encode(account)
-	require.NoError(t, err)
+	user, userPub := newKey(t, nkeys.CreateUser)
 	seed, err := user.Seed()
 	require.NoError(t, err)
-	creds, err := jwt.FormatUserConfig(userJWT, seed)
+	creds, err := jwt.FormatUserConfig(encode(t, jwt.NewUserClaims(userPub), account), seed)
 	require.NoError(t, err)
-
-	// JetStream in operator mode needs a system account.
-	system, err := nkeys.CreateAccount()
-	require.NoError(t, err)
-	systemPub, err := system.PublicKey()
-	require.NoError(t, err)
-	sc := jwt.NewAccountClaims(systemPub)
-	sc.Name = "SYS"
-	systemJWT, err := sc.Encode(operator)
-	require.NoError(t, err)
-
-	resolver := &server.MemAccResolver{}
-	require.NoError(t, resolver.Store(accountPub, accountJWT))
-	require.NoError(t, resolver.Store(systemPub, systemJWT))
-	n := testenv.StartNATSWith(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{operatorClaims}, AccountResolver: resolver, SystemAccount: systemPub})
 
 	cfg := busConfig(n.URL)
 	cfg.Auth.CredsFile = secretFile(t, "user.creds", string(creds))

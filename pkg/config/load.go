@@ -153,7 +153,7 @@ func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
 // Print writes cfg as YAML with secrets redacted. Secret files are shown
 // by path only; credentials written into bus.url are masked.
 func Print(w io.Writer, cfg Config) error {
-	cfg.Bus.URL = redactURLs(cfg.Bus.URL)
+	cfg.Bus.URL = RedactURLs(cfg.Bus.URL)
 	cfg.Redis.Password = redact(cfg.Redis.Password)
 	cfg.Redis.SentinelPassword = redact(cfg.Redis.SentinelPassword)
 	tokens := make([]string, len(cfg.Receiver.Auth.Tokens))
@@ -176,9 +176,10 @@ func redact(s string) string {
 	return "<redacted>"
 }
 
-// redactURLs masks the credentials of each URL in a comma-separated
-// list: nats://user:secret@host and nats://token@host both carry one.
-func redactURLs(list string) string {
+// RedactURLs masks the credentials of each URL in a comma-separated
+// list, for printing and logging: nats://user:secret@host and
+// nats://token@host both carry one.
+func RedactURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))

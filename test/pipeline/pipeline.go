@@ -44,6 +44,14 @@ type Options struct {
 	// keeps the dedup and storm state, as a production Redis with
 	// persistence or a replica would. Without it a restart empties Redis.
 	PersistentRedis bool
+	// Secured runs the bus and the store as a secured deployment does:
+	// nats-server with deploy/nats/nats-server.conf as shipped (each stage
+	// connects as its own user of accounts.conf, with a password file, and
+	// only the writer manages the streams) over mutual TLS, and Redis with
+	// a password file over mutual TLS; the certificates come from a CA
+	// generated for the run. The bus prefix is then "stormweir", the one
+	// accounts.conf names.
+	Secured bool
 	// Namespaces are created in the API server before the stages start;
 	// the loadgen namespaces, loadgen.StormNamespace and the writer's
 	// fallback namespace are always created.
@@ -80,6 +88,8 @@ type Pipeline struct {
 	subj    bus.Subjects
 	storeJS string
 	http    *http.Client
+	// natsOpts are the harness's own credentials and TLS for NATS.
+	natsOpts []nats.Option
 }
 
 // Start starts NATS, Redis, the API server and the four stages, waits
@@ -107,6 +117,13 @@ func Start(tb testing.TB, o Options) *Pipeline {
 		http:  &http.Client{Timeout: 10 * time.Second},
 	}
 
+	// Secrets and certificates of a secured run.
+	var sec *secrets
+	if o.Secured {
+		sec = newSecrets(tb, dir)
+		p.natsOpts = sec.harnessNATS()
+	}
+
 	// NATS.
 	natsPort := testenv.FreePort(tb)
 	p.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
@@ -117,10 +134,14 @@ func Start(tb testing.TB, o Options) *Pipeline {
 		bin:  filepath.Join(bins, natsServer),
 		args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", p.storeJS, "--name", "stormweir-pipeline"},
 	}
+	if sec != nil {
+		p.NATS.args = []string{"-c", sec.natsConfig(dir, p.storeJS), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "--name", "stormweir-pipeline"}
+		p.NATS.env = sec.natsEnv()
+	}
 	p.startNATS()
 	tb.Cleanup(func() { p.NATS.Stop(10 * time.Second) })
-	nc, err := nats.Connect(p.NATSURL, nats.Name("stormweir-pipeline-harness"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	nc, err := nats.Connect(p.NATSURL, append([]nats.Option{nats.Name("stormweir-pipeline-harness"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true)}, p.natsOpts...)...)
 	if err != nil {
 		tb.Fatalf("connecting to nats-server: %v", err)
 	}
@@ -135,7 +156,11 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	if o.PersistentRedis {
 		redisArgs = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	p.Redis = testenv.StartRedisServer(tb, redisArgs...)
+	if sec != nil {
+		p.Redis = testenv.StartSecureRedisServer(tb, sec.redis, redisArgs...)
+	} else {
+		p.Redis = testenv.StartRedisServer(tb, redisArgs...)
+	}
 
 	// API server.
 	p.API, err = StartAPIServer(dir)
@@ -157,6 +182,9 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	cfg.Worker.DrainTimeout = 5 * time.Second
 	cfg.Writer.Kubeconfig = p.API.Kubeconfig
 	cfg.Writer.QPS, cfg.Writer.Burst = 1000, 2000
+	if sec != nil {
+		sec.configure(&cfg)
+	}
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
@@ -185,9 +213,10 @@ func Start(tb testing.TB, o Options) *Pipeline {
 		}
 	}
 
-	// Stages, in pipeline order (the receiver last, so nothing is accepted
-	// before every consumer exists; not required, but tidy).
-	for _, name := range []string{Deduper, Aggregator, Writer, Receiver} {
+	// Stages: the writer first (in a secured account it alone creates the
+	// streams the others wait for), the receiver last, so nothing is
+	// accepted before every consumer exists (not required, but tidy).
+	for _, name := range []string{Writer, Deduper, Aggregator, Receiver} {
 		port := strconv.Itoa(testenv.FreePort(tb))
 		// pprof on every stage's health port, so a benchmark can profile
 		// the bottleneck of a run.
@@ -198,6 +227,9 @@ func Start(tb testing.TB, o Options) *Pipeline {
 			p.ReceiverURL = "http://127.0.0.1:" + port
 		} else {
 			env = append(env, "STORMWEIR_WORKER_LISTEN=127.0.0.1:"+port)
+		}
+		if sec != nil {
+			env = append(env, sec.stageEnv(name)...)
 		}
 		proc.HealthURL = "http://127.0.0.1:" + port
 		proc.env = env
@@ -255,7 +287,7 @@ func (p *Pipeline) startNATS() {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		nc, err := nats.Connect(p.NATSURL, nats.Timeout(time.Second))
+		nc, err := nats.Connect(p.NATSURL, append([]nats.Option{nats.Timeout(time.Second)}, p.natsOpts...)...)
 		if err == nil {
 			nc.Close()
 			return
@@ -431,7 +463,7 @@ func (p *Pipeline) Usages(ctx context.Context) (map[string]Usage, error) {
 		return nil, err
 	}
 	out[natsServer] = u
-	rc := redis.NewClient(&redis.Options{Addr: p.Redis.Addr})
+	rc := redis.NewClient(p.Redis.Security.Options(p.tb, p.Redis.Addr))
 	defer rc.Close()
 	info, err := rc.Info(ctx, "cpu", "memory").Result()
 	if err != nil {
