@@ -30,7 +30,7 @@ func main() {
 			return err
 		}
 		defer rc.Close()
-		w, err := writer.New(writer.Options{
+		w, err := writer.New(ctx, writer.Options{
 			Process:    p,
 			Store:      dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{}),
 			RestConfig: rest,

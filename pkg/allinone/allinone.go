@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 func newSink(ctx context.Context, cfg config.Config, p *service.Process, incidents dedup.Store, out io.Writer, log *slog.Logger) (service.Runner, error) {
 	mode := cfg.AllInOne.Sink
 	if mode == "stdout" {
-		return NewPrinter(p, out)
+		return NewPrinter(ctx, p, out)
 	}
 	rest, err := writer.RestConfig(cfg.Writer)
 	if err == nil && mode == "auto" {
@@ -136,9 +136,9 @@ func newSink(ctx context.Context, cfg config.Config, p *service.Process, inciden
 			return nil, fmt.Errorf("allinone.sink is kubernetes: %w", err)
 		}
 		log.Info("no Kubernetes cluster reachable; printing RemediationRequests instead of writing them", "reason", err.Error())
-		return NewPrinter(p, out)
+		return NewPrinter(ctx, p, out)
 	}
-	return writer.New(writer.Options{Process: p, Store: incidents, RestConfig: rest, Clock: clock.Real{}})
+	return writer.New(ctx, writer.Options{Process: p, Store: incidents, RestConfig: rest, Clock: clock.Real{}})
 }
 
 // reachable checks that something listens at the API server's address; a

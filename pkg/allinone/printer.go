@@ -31,30 +31,23 @@ type Printer struct {
 	worker  *bus.Worker
 }
 
-// NewPrinter wires a Printer on the process's bus.
-func NewPrinter(p *service.Process, out io.Writer) (*Printer, error) {
+// NewPrinter wires a Printer on the process's bus and creates or updates
+// its durable consumer.
+func NewPrinter(ctx context.Context, p *service.Process, out io.Writer) (*Printer, error) {
 	pv, err := writer.NewPreview(p.Config.Writer)
 	if err != nil {
 		return nil, err
 	}
 	pr := &Printer{p: p, preview: pv, out: out}
-	subj := bus.NewSubjects(p.Config.Bus.Prefix)
-	cons, err := bus.EnsureConsumer(context.Background(), p.Bus.JS, p.Config.Bus, bus.ConsumerSpec{
-		Stage: PrinterStage, Stream: bus.StreamIncidents, Subjects: []string{subj.AllIncidents()},
+	pr.worker, err = p.Worker(ctx, service.WorkerSpec{
+		Consumer: bus.ConsumerSpec{Stage: PrinterStage, Stream: bus.StreamIncidents, Subjects: []string{bus.NewSubjects(p.Config.Bus.Prefix).AllIncidents()}},
+		Handler:  bus.HandlerFunc(pr.handle),
+		// One YAML document at a time, in order.
+		Concurrency: 1,
 	})
 	if err != nil {
 		return nil, err
 	}
-	cc := p.Config.Bus.Consumer
-	cc.Concurrency = 1 // one YAML document at a time, in order
-	pr.worker, err = bus.NewWorker(bus.WorkerOptions{
-		Stage: PrinterStage, Consumer: cons, Publisher: p.Publisher(), Handler: bus.HandlerFunc(pr.handle),
-		Subjects: subj, Config: cc, DrainTimeout: p.Config.Worker.DrainTimeout, Metrics: p.Metrics, Log: p.Log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.Health.AddCheck(PrinterStage, func(context.Context) error { return pr.worker.Ready() })
 	return pr, nil
 }
 

@@ -79,6 +79,13 @@ type Publisher struct {
 	prefix  string
 	next    uint64
 	batches map[string]*batch
+	// sub, status and watched are the reply subscription, the connection
+	// status listener and the end of the goroutine that watches it, set
+	// with prefix; Close releases them.
+	sub     *nats.Subscription
+	status  chan nats.Status
+	watched chan struct{}
+	closed  bool
 }
 
 // batch is one Publish call's outputs in flight; every field is guarded by
@@ -104,6 +111,9 @@ func NewPublisher(js jetstream.JetStream, timeout time.Duration) *Publisher {
 // ErrPublish wraps every failure to get an output acknowledged; it is
 // always transient (the bus is away or slow).
 var ErrPublish = errors.New("publish not acknowledged")
+
+// errClosed is why a Publish on a closed Publisher fails.
+var errClosed = errors.New("publisher closed")
 
 // Publish sends outs and returns once JetStream has acknowledged all of
 // them, or an error wrapping ErrPublish when any was not. Callers may only
@@ -167,6 +177,9 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 func (p *Publisher) register(n int) (*batch, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errClosed
+	}
 	if p.prefix == "" {
 		prefix := p.nc.NewInbox() + "."
 		sub, err := p.nc.Subscribe(prefix+"*", p.onReply)
@@ -175,7 +188,8 @@ func (p *Publisher) register(n int) (*batch, error) {
 		}
 		// Acks are bounded by the slots; never drop one as a slow consumer.
 		_ = sub.SetPendingLimits(-1, -1)
-		go p.failOnDisconnect(p.nc.StatusChanged(nats.RECONNECTING, nats.CLOSED))
+		p.sub, p.status, p.watched = sub, p.nc.StatusChanged(nats.RECONNECTING, nats.CLOSED), make(chan struct{})
+		go p.failOnDisconnect(p.status, p.watched)
 		p.prefix = prefix
 	}
 	p.next++
@@ -264,7 +278,8 @@ func (p *Publisher) onReply(m *nats.Msg) {
 // failOnDisconnect ends every wait when the connection drops: replies to
 // what was in flight will not come, and the caller's retry (a 503, a Nak)
 // is absorbed by msg-id deduplication if the first attempt was stored.
-func (p *Publisher) failOnDisconnect(status chan nats.Status) {
+func (p *Publisher) failOnDisconnect(status chan nats.Status, watched chan struct{}) {
+	defer close(watched)
 	for st := range status {
 		p.mu.Lock()
 		for _, b := range p.batches {
@@ -278,6 +293,35 @@ func (p *Publisher) failOnDisconnect(status chan nats.Status) {
 			return
 		}
 	}
+}
+
+// Close ends every wait in flight with an error, releases the reply
+// subscription and stops the goroutine that watches the connection; a
+// Publish after Close fails. The process that owns the Publisher closes it
+// before its connection, once its stages have stopped.
+func (p *Publisher) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	for _, b := range p.batches {
+		if b.err == nil {
+			b.err = fmt.Errorf("%w: %w", ErrPublish, errClosed)
+		}
+		p.settle(b, b.pending)
+	}
+	sub, status, watched := p.sub, p.status, p.watched
+	p.mu.Unlock()
+	if sub == nil {
+		return
+	}
+	_ = sub.Unsubscribe()
+	// Closing the listener ends failOnDisconnect's range; wait for it so
+	// no goroutine outlives its owner.
+	p.nc.RemoveStatusListener(status)
+	<-watched
 }
 
 // ackPrefix starts every PubAck JetStream sends.

@@ -73,31 +73,17 @@ type Stage struct {
 // durable consumer and registers metrics and readiness checks, but starts
 // nothing until Run. Several Stages (replicas) may share one consumer.
 func New(ctx context.Context, p *service.Process, store Store) (*Stage, error) {
-	cfg := p.Config.Bus
-	subj := bus.NewSubjects(cfg.Prefix)
-	cons, err := bus.EnsureConsumer(ctx, p.Bus.JS, cfg, bus.ConsumerSpec{
-		Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("deduper: %w", err)
-	}
+	subj := bus.NewSubjects(p.Config.Bus.Prefix)
 	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry)}
-	s.worker, err = bus.NewWorker(bus.WorkerOptions{
-		Stage:        StageName,
-		Consumer:     cons,
-		Publisher:    p.Publisher(),
-		Handler:      s,
-		Subjects:     subj,
-		Config:       cfg.Consumer,
-		DrainTimeout: p.Config.Worker.DrainTimeout,
-		Metrics:      p.Metrics,
-		Log:          p.Log,
+	var err error
+	s.worker, err = p.Worker(ctx, service.WorkerSpec{
+		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()}},
+		Handler:  s,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("deduper: %w", err)
+		return nil, err
 	}
 	p.Health.AddCheck("dedup-store", s.checkStore)
-	p.Health.AddCheck("dedup-consumer", func(context.Context) error { return s.worker.Ready() })
 	return s, nil
 }
 

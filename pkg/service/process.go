@@ -32,6 +32,9 @@ type Process struct {
 	Metrics *bus.Metrics
 	// Bus is the NATS connection, with streams ensured.
 	Bus *bus.Conn
+	// pub is the process's one publisher, shared by its stages: one reply
+	// subscription and one watcher goroutine however many stages run.
+	pub *bus.Publisher
 }
 
 // NewProcess connects to the bus, ensures the streams (or, with
@@ -78,16 +81,63 @@ func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary
 		}
 	}
 	p.Bus = conn
+	p.pub = bus.NewPublisher(conn.JS, cfg.Bus.PublishTimeout)
 	p.Health.AddCheck("nats", conn.Check)
 	return p, nil
 }
 
-// Close closes the bus connection.
-func (p *Process) Close() { p.Bus.Close() }
+// Close closes the publisher, then the bus connection; call it after the
+// stages stopped.
+func (p *Process) Close() {
+	p.pub.Close()
+	p.Bus.Close()
+}
 
-// Publisher returns a publisher on the process's bus.
-func (p *Process) Publisher() *bus.Publisher {
-	return bus.NewPublisher(p.Bus.JS, p.Config.Bus.PublishTimeout)
+// Publisher returns the process's publisher, shared by its stages.
+func (p *Process) Publisher() *bus.Publisher { return p.pub }
+
+// WorkerSpec is what a stage asks of its consumer loop.
+type WorkerSpec struct {
+	// Consumer names the durable consumer and what it reads.
+	Consumer bus.ConsumerSpec
+	// Handler is the stage's pure step.
+	Handler bus.Handler
+	// Concurrency overrides bus.consumer.concurrency when positive.
+	Concurrency int
+}
+
+// Worker creates or updates the stage's durable consumer (bus.consumer
+// settings) and returns the loop that reads it on the process's
+// publisher, metrics and logger, with its readiness registered as
+// "<stage>-consumer". Every stage builds its loop here, so each consumer
+// is declared the same way and at the same point: when the stage is
+// wired, before anything runs.
+func (p *Process) Worker(ctx context.Context, spec WorkerSpec) (*bus.Worker, error) {
+	stage := spec.Consumer.Stage
+	cons, err := bus.EnsureConsumer(ctx, p.Bus.JS, p.Config.Bus, spec.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", stage, err)
+	}
+	cc := p.Config.Bus.Consumer
+	if spec.Concurrency > 0 {
+		cc.Concurrency = spec.Concurrency
+	}
+	w, err := bus.NewWorker(bus.WorkerOptions{
+		Stage:        stage,
+		Consumer:     cons,
+		Publisher:    p.pub,
+		Handler:      spec.Handler,
+		Subjects:     bus.NewSubjects(p.Config.Bus.Prefix),
+		Config:       cc,
+		DrainTimeout: p.Config.Worker.DrainTimeout,
+		Metrics:      p.Metrics,
+		Log:          p.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", stage, err)
+	}
+	p.Health.AddCheck(stage+"-consumer", func(context.Context) error { return w.Ready() })
+	return w, nil
 }
 
 // HealthServer returns the worker health/metrics server on

@@ -109,12 +109,6 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
 	subj := bus.NewSubjects(cfg.Bus.Prefix)
-	cons, err := bus.EnsureConsumer(ctx, p.Bus.JS, cfg.Bus, bus.ConsumerSpec{
-		Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("aggregator: %w", err)
-	}
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
 	s := &Stage{
@@ -122,19 +116,12 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
 		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(),
 	}
-	s.worker, err = bus.NewWorker(bus.WorkerOptions{
-		Stage:        StageName,
-		Consumer:     cons,
-		Publisher:    s.pub,
-		Handler:      s,
-		Subjects:     subj,
-		Config:       cfg.Bus.Consumer,
-		DrainTimeout: cfg.Worker.DrainTimeout,
-		Metrics:      p.Metrics,
-		Log:          p.Log,
+	s.worker, err = p.Worker(ctx, service.WorkerSpec{
+		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()}},
+		Handler:  s,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("aggregator: %w", err)
+		return nil, err
 	}
 	if c, ok := storms.(Checker); ok {
 		p.Health.AddCheck("storm-store", c.Check)
@@ -142,7 +129,6 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 	if c, ok := incidents.(Checker); ok {
 		p.Health.AddCheck("dedup-store", c.Check)
 	}
-	p.Health.AddCheck("aggregator-consumer", func(context.Context) error { return s.worker.Ready() })
 	return s, nil
 }
 

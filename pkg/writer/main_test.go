@@ -137,7 +137,7 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 	require.NoError(t, err)
 	h.p = p
 	h.store = dedup.NewRedisStore(rd.Client, rd.Prefix, cfg.Dedup, clock.Real{})
-	h.w, err = New(Options{Process: p, Store: h.store, RestConfig: testRest, Clock: clock.Real{}})
+	h.w, err = New(ctx, Options{Process: p, Store: h.store, RestConfig: testRest, Clock: clock.Real{}})
 	require.NoError(t, err)
 	h.pub = p.Publisher()
 	h.subj = bus.NewSubjects(cfg.Bus.Prefix)
@@ -156,7 +156,7 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 		}
 		p.Close()
 	})
-	require.Eventually(t, func() bool { return h.w.checkReady(ctx) == nil }, 30*time.Second, 20*time.Millisecond, "writer not ready")
+	require.Eventually(t, func() bool { return h.p.Health.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond, "writer not ready")
 	return h
 }
 

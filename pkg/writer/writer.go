@@ -106,18 +106,16 @@ type Writer struct {
 	ensuring singleflight.Group
 	hosts    *hostMemo
 	synced   atomic.Bool
-	worker   atomic.Pointer[bus.Worker]
+	worker   *bus.Worker
 }
 
-// New wires the writer; it starts nothing and calls no API until Run.
-func New(o Options) (*Writer, error) {
+// New wires the writer and creates or updates its durable consumer; it
+// starts nothing and calls no Kubernetes API until Run.
+func New(ctx context.Context, o Options) (*Writer, error) {
 	if o.Process == nil || o.Store == nil || o.RestConfig == nil {
 		return nil, errors.New("writer: needs a process, a dedup store and a rest config")
 	}
 	cfg := o.Process.Config.Writer
-	if c := cfg.Concurrency; c > o.Process.Config.Bus.Consumer.MaxAckPending {
-		return nil, fmt.Errorf("writer.concurrency %d exceeds bus.consumer.max_ack_pending %d", c, o.Process.Config.Bus.Consumer.MaxAckPending)
-	}
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
@@ -175,6 +173,16 @@ func New(o Options) (*Writer, error) {
 	}
 	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, w.m, w.log)
 	w.ender = newEnder(o.Store, w.cache, w.terminal, w.m, w.log)
+	// Handlers wait for the coalesced write that covers their message, so
+	// the writer runs far more of them than CPU-bound stages
+	// (writer.concurrency).
+	if w.worker, err = o.Process.Worker(ctx, service.WorkerSpec{
+		Consumer:    bus.ConsumerSpec{Stage: Stage, Stream: bus.StreamIncidents, Subjects: []string{w.subj.AllIncidents()}},
+		Handler:     w,
+		Concurrency: cfg.Concurrency,
+	}); err != nil {
+		return nil, err
+	}
 
 	o.Process.Health.AddCheck("kubernetes", w.checkAPI)
 	o.Process.Health.AddCheck(Stage, w.checkReady)
@@ -189,11 +197,7 @@ func (w *Writer) checkReady(context.Context) error {
 	if !w.synced.Load() {
 		return errors.New("informer caches not synced")
 	}
-	wk := w.worker.Load()
-	if wk == nil {
-		return errors.New("consumer not started")
-	}
-	return wk.Ready()
+	return nil
 }
 
 // Client is the writer's API client (direct, uncached), for tests and
@@ -219,28 +223,8 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	w.synced.Store(true)
 
-	cons, err := bus.EnsureConsumer(ctx, w.p.Bus.JS, w.p.Config.Bus, bus.ConsumerSpec{
-		Stage: Stage, Stream: bus.StreamIncidents, Subjects: []string{w.subj.AllIncidents()},
-	})
-	if err != nil {
-		return err
-	}
-	ccfg := w.p.Config.Bus.Consumer
-	if w.cfg.Concurrency > 0 {
-		ccfg.Concurrency = w.cfg.Concurrency
-	}
-	wk, err := bus.NewWorker(bus.WorkerOptions{
-		Stage: Stage, Consumer: cons, Publisher: w.p.Publisher(), Handler: w,
-		Subjects: w.subj, Config: ccfg, DrainTimeout: w.p.Config.Worker.DrainTimeout,
-		Metrics: w.p.Metrics, Log: w.p.Log,
-	})
-	if err != nil {
-		return err
-	}
-	w.worker.Store(wk)
-
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return wk.Run(gctx) })
+	g.Go(func() error { return w.worker.Run(gctx) })
 	g.Go(func() error { return w.ender.run(gctx) })
 	g.Go(func() error { return w.co.run(gctx, w.hosts.prune) })
 	g.Go(func() error {
