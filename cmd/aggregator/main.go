@@ -3,35 +3,6 @@
 // (DESIGN §4).
 package main
 
-import (
-	"context"
-	"log/slog"
+import "github.com/stormweir/stormweir/pkg/app"
 
-	"github.com/stormweir/stormweir/pkg/clock"
-	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/redisclient"
-	"github.com/stormweir/stormweir/pkg/service"
-	"github.com/stormweir/stormweir/pkg/storm"
-)
-
-func main() {
-	service.Main("aggregator", func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-		p, err := service.NewProcess(ctx, cfg, log, "aggregator")
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		rc, err := redisclient.New(cfg.Redis)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		incidents := dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{})
-		st, err := storm.New(ctx, p, storm.NewRedisStore(rc, cfg.Redis.KeyPrefix, 0), incidents, clock.Real{})
-		if err != nil {
-			return err
-		}
-		return p.Serve(ctx, st)
-	})
-}
+func main() { app.Main(app.Aggregator) }

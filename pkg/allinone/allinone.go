@@ -1,7 +1,8 @@
 // Package allinone runs every stage of stormweir in one process, on an
 // embedded JetStream server: the receiver, deduper, aggregator and writer
-// wired exactly as in the distributed deployment, only sharing one bus
-// connection, one health endpoint and (by default) in-memory state. It is
+// wired by pkg/app exactly as in the distributed deployment, only sharing
+// one bus connection, one publisher, one health endpoint and (by default)
+// in-memory state. It is
 // the quickest way to see stormweir work, and the same code path as
 // production from the first byte received to the last byte written.
 package allinone
@@ -24,13 +25,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/stormweir/stormweir/pkg/clock"
+	"k8s.io/client-go/rest"
+
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/receiver"
-	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/service"
-	"github.com/stormweir/stormweir/pkg/storm"
 	"github.com/stormweir/stormweir/pkg/writer"
 )
 
@@ -75,70 +74,62 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		log.Warn("bus.auth and bus.tls apply to an external NATS server; the embedded one is connected in-process without them")
 	}
 	cfg.Bus.Auth, cfg.Bus.TLS, cfg.Bus.ManageStreams = config.BusAuth{}, config.BusTLS{}, true
-	p, err := service.NewProcess(ctx, cfg, log, "stormweir", nats.InProcessServer(srv))
+	sink, rest, err := chooseSink(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
-
-	var incidents dedup.Store
-	var storms storm.Store
-	switch cfg.AllInOne.Store {
-	case "redis":
-		rc, err := redisclient.New(cfg.Redis)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		incidents = dedup.NewRedisStore(rc, cfg.Redis.KeyPrefix, cfg.Dedup, clock.Real{})
-		storms = storm.NewRedisStore(rc, cfg.Redis.KeyPrefix, 0)
-	default:
-		incidents = dedup.NewMemoryStore(cfg.Dedup, clock.Real{})
-		storms = storm.NewMemoryStore(0)
-	}
-
-	rcv, err := receiver.New(cfg, p)
+	a, err := app.New(ctx, cfg, log, "stormweir", app.Options{
+		NATS:         []nats.Option{nats.InProcessServer(srv)},
+		MemoryStores: cfg.AllInOne.Store == "memory",
+		RestConfig:   rest,
+	})
 	if err != nil {
 		return err
 	}
-	dd, err := dedup.New(ctx, p, incidents)
+	defer a.Close()
+	stages, err := a.Build(ctx, app.Receiver, app.Deduper, app.Aggregator)
 	if err != nil {
 		return err
 	}
-	agg, err := storm.New(ctx, p, storms, incidents, clock.Real{})
+	var out service.Runner
+	if sink == app.Writer {
+		out, err = a.Writer(ctx)
+	} else {
+		out, err = NewPrinter(ctx, a.Process, o.Out)
+	}
 	if err != nil {
 		return err
 	}
-	sink, err := newSink(ctx, cfg, p, incidents, o.Out, log)
+	addr, err := a.HealthAddr()
 	if err != nil {
 		return err
 	}
-	log.Info("stormweir running", "receiver", rcv.Addr(), "store", cfg.AllInOne.Store, "data_dir", cfg.AllInOne.DataDir)
+	log.Info("stormweir running", "receiver", addr, "store", cfg.AllInOne.Store, "sink", sink, "data_dir", cfg.AllInOne.DataDir)
 	if o.Ready != nil {
-		o.Ready(rcv.Addr())
+		o.Ready(addr)
 	}
-	return service.RunAll(ctx, rcv, dd, agg, sink)
+	return a.Run(ctx, append(stages, out)...)
 }
 
-// newSink returns the writer for the configured (or detected) cluster, or
-// the printer when there is none.
-func newSink(ctx context.Context, cfg config.Config, p *service.Process, incidents dedup.Store, out io.Writer, log *slog.Logger) (service.Runner, error) {
+// chooseSink returns app.Writer and its API server configuration for the
+// configured (or detected) cluster, or PrinterStage when there is none.
+func chooseSink(ctx context.Context, cfg config.Config, log *slog.Logger) (string, *rest.Config, error) {
 	mode := cfg.AllInOne.Sink
 	if mode == "stdout" {
-		return NewPrinter(ctx, p, out)
+		return PrinterStage, nil, nil
 	}
-	rest, err := writer.RestConfig(cfg.Writer)
+	rc, err := writer.RestConfig(cfg.Writer)
 	if err == nil && mode == "auto" {
-		err = reachable(ctx, rest.Host)
+		err = reachable(ctx, rc.Host)
 	}
 	if err != nil {
 		if mode == "kubernetes" {
-			return nil, fmt.Errorf("allinone.sink is kubernetes: %w", err)
+			return "", nil, fmt.Errorf("allinone.sink is kubernetes: %w", err)
 		}
 		log.Info("no Kubernetes cluster reachable; printing RemediationRequests instead of writing them", "reason", err.Error())
-		return NewPrinter(ctx, p, out)
+		return PrinterStage, nil, nil
 	}
-	return writer.New(ctx, writer.Options{Process: p, Store: incidents, RestConfig: rest, Clock: clock.Real{}})
+	return app.Writer, rc, nil
 }
 
 // reachable checks that something listens at the API server's address; a

@@ -180,15 +180,3 @@ func MainArgs(binary string, args []string, run func(ctx context.Context, cfg co
 		os.Exit(1)
 	}
 }
-
-// Serve runs stage beside the process's health and metrics server on
-// worker.listen until ctx ends or either fails: the whole of a worker
-// binary once its stage is built.
-func (p *Process) Serve(ctx context.Context, stage Runner) error {
-	hs, err := p.HealthServer()
-	if err != nil {
-		return err
-	}
-	p.Log.Info("running", "health", hs.Addr())
-	return RunAll(ctx, stage, hs)
-}

@@ -1,0 +1,318 @@
+// Package app builds stormweir's stages from a configuration. It is the
+// one place that wires a process (bus connection, publisher, health and
+// metrics), the Redis client, the stores, the clock and the Kubernetes
+// client into the receiver, deduper, aggregator and writer: the four stage
+// binaries, `stormweir run` and the tests that run stages in-process build
+// them here, so they all run the same wiring.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+	"k8s.io/client-go/rest"
+
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/pkg/redisclient"
+	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/storm"
+	"github.com/stormweir/stormweir/pkg/writer"
+)
+
+// Stage names: the binaries, and what Build accepts.
+const (
+	Receiver   = "receiver"
+	Deduper    = "deduper"
+	Aggregator = "aggregator"
+	Writer     = "writer"
+)
+
+// Stages lists the stages in pipeline order.
+var Stages = []string{Receiver, Deduper, Aggregator, Writer}
+
+// Options are a process's dependencies beyond its configuration. A zero
+// field gets the production default, so the binaries pass none and tests
+// pass only what they replace.
+type Options struct {
+	// Clock drives every window, TTL and latency measurement; the wall
+	// clock when nil.
+	Clock clock.Clock
+	// NATS are extra connection options, e.g. nats.InProcessServer for an
+	// embedded server.
+	NATS []nats.Option
+	// Redis is the stores' client. When nil, one is built from the redis
+	// section on first use and closed with the App; a given one is the
+	// caller's to close.
+	Redis redis.UniversalClient
+	// MemoryStores keeps incidents and storms in this process's memory
+	// instead of Redis (`stormweir run` with allinone.store: memory).
+	MemoryStores bool
+	// Incidents and Storms replace the stores, e.g. with one that fails
+	// on purpose.
+	Incidents dedup.Store
+	Storms    storm.Store
+	// RestConfig reaches the Kubernetes API server; loaded from
+	// writer.kubeconfig (or the usual places) when nil.
+	RestConfig *rest.Config
+}
+
+// App is one stormweir process: its service.Process and what its stages
+// share, each built once and on first use (a receiver-only process never
+// creates a Redis client). Build stages from one goroutine; Run them once.
+type App struct {
+	// Process is the process's bus connection, publisher, health and
+	// metrics.
+	Process *service.Process
+
+	cfg      config.Config
+	o        Options
+	ownRedis bool
+	receiver *receiver.Receiver
+	health   *service.Server
+	built    []string
+}
+
+// New connects the process to the bus (waiting for it, see
+// service.NewProcess) and ensures the streams; binary names the process
+// in logs and in its NATS connection. It builds no stage.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, o Options) (*App, error) {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	p, err := service.NewProcess(ctx, cfg, log, binary, o.NATS...)
+	if err != nil {
+		return nil, err
+	}
+	return &App{Process: p, cfg: cfg, o: o}, nil
+}
+
+// Close closes the process (publisher and bus connection), then the Redis
+// client if the App built it. Call it once every stage has stopped.
+func (a *App) Close() {
+	a.Process.Close()
+	if a.ownRedis {
+		_ = a.o.Redis.Close()
+	}
+}
+
+// Clock is the time source of every stage of the App.
+func (a *App) Clock() clock.Clock { return a.o.Clock }
+
+// redis returns the stores' Redis client, built on first use.
+func (a *App) redis() (redis.UniversalClient, error) {
+	if a.o.Redis == nil {
+		rc, err := redisclient.New(a.cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		a.o.Redis, a.ownRedis = rc, true
+	}
+	return a.o.Redis, nil
+}
+
+// Incidents is the incident record store the deduper decides in and the
+// aggregator and writer read and update: one per process, so in memory
+// mode the stages share it.
+func (a *App) Incidents() (dedup.Store, error) {
+	if a.o.Incidents == nil {
+		if a.o.MemoryStores {
+			a.o.Incidents = dedup.NewMemoryStore(a.cfg.Dedup, a.o.Clock)
+		} else {
+			rc, err := a.redis()
+			if err != nil {
+				return nil, err
+			}
+			a.o.Incidents = dedup.NewRedisStore(rc, a.cfg.Redis.KeyPrefix, a.cfg.Dedup, a.o.Clock)
+		}
+	}
+	return a.o.Incidents, nil
+}
+
+// Storms is the storm window store of the aggregator.
+func (a *App) Storms() (storm.Store, error) {
+	if a.o.Storms == nil {
+		if a.o.MemoryStores {
+			a.o.Storms = storm.NewMemoryStore(0)
+		} else {
+			rc, err := a.redis()
+			if err != nil {
+				return nil, err
+			}
+			a.o.Storms = storm.NewRedisStore(rc, a.cfg.Redis.KeyPrefix, 0)
+		}
+	}
+	return a.o.Storms, nil
+}
+
+// RestConfig is the Kubernetes API server configuration of the writer,
+// loaded on first use.
+func (a *App) RestConfig() (*rest.Config, error) {
+	if a.o.RestConfig == nil {
+		rc, err := writer.RestConfig(a.cfg.Writer)
+		if err != nil {
+			return nil, err
+		}
+		a.o.RestConfig = rc
+	}
+	return a.o.RestConfig, nil
+}
+
+// Receiver builds the HTTP intake; it binds receiver.listen, which then
+// also serves the process's /healthz, /readyz and /metrics.
+func (a *App) Receiver() (*receiver.Receiver, error) {
+	r, err := receiver.New(a.cfg, a.Process)
+	if err != nil {
+		return nil, err
+	}
+	a.receiver = r
+	a.built = append(a.built, Receiver)
+	return r, nil
+}
+
+// Deduper builds the dedup stage on Incidents.
+func (a *App) Deduper(ctx context.Context) (*dedup.Stage, error) {
+	incidents, err := a.Incidents()
+	if err != nil {
+		return nil, err
+	}
+	s, err := dedup.New(ctx, a.Process, incidents)
+	if err != nil {
+		return nil, err
+	}
+	a.built = append(a.built, Deduper)
+	return s, nil
+}
+
+// Aggregator builds the storm stage on Storms and Incidents.
+func (a *App) Aggregator(ctx context.Context) (*storm.Stage, error) {
+	storms, err := a.Storms()
+	if err != nil {
+		return nil, err
+	}
+	incidents, err := a.Incidents()
+	if err != nil {
+		return nil, err
+	}
+	s, err := storm.New(ctx, a.Process, storms, incidents, a.o.Clock)
+	if err != nil {
+		return nil, err
+	}
+	a.built = append(a.built, Aggregator)
+	return s, nil
+}
+
+// Writer builds the writer stage on Incidents and RestConfig.
+func (a *App) Writer(ctx context.Context) (*writer.Writer, error) {
+	rc, err := a.RestConfig()
+	if err != nil {
+		return nil, err
+	}
+	incidents, err := a.Incidents()
+	if err != nil {
+		return nil, err
+	}
+	w, err := writer.New(ctx, writer.Options{Process: a.Process, Store: incidents, RestConfig: rc, Clock: a.o.Clock})
+	if err != nil {
+		return nil, err
+	}
+	a.built = append(a.built, Writer)
+	return w, nil
+}
+
+// Build builds the named stages, in the order given.
+func (a *App) Build(ctx context.Context, names ...string) ([]service.Runner, error) {
+	stages := make([]service.Runner, 0, len(names))
+	for _, name := range names {
+		var s service.Runner
+		var err error
+		switch name {
+		case Receiver:
+			s, err = a.Receiver()
+		case Deduper:
+			s, err = a.Deduper(ctx)
+		case Aggregator:
+			s, err = a.Aggregator(ctx)
+		case Writer:
+			s, err = a.Writer(ctx)
+		default:
+			err = fmt.Errorf("unknown stage %q (want one of %s)", name, strings.Join(Stages, ", "))
+		}
+		if err != nil {
+			return nil, err
+		}
+		stages = append(stages, s)
+	}
+	return stages, nil
+}
+
+// HealthAddr is the address of the process's /healthz, /readyz and
+// /metrics: the receiver's listener when the App built a receiver, else
+// worker.listen, bound on the first call (use ":0" and read it here).
+func (a *App) HealthAddr() (string, error) {
+	if a.receiver != nil {
+		return a.receiver.Addr(), nil
+	}
+	if a.health == nil {
+		hs, err := a.Process.HealthServer()
+		if err != nil {
+			return "", err
+		}
+		a.health = hs
+	}
+	return a.health.Addr(), nil
+}
+
+// Run runs stages (and, without a receiver, the health and metrics
+// server on worker.listen) until ctx ends or one of them fails; the first
+// failure stops the rest.
+func (a *App) Run(ctx context.Context, stages ...service.Runner) error {
+	addr, err := a.HealthAddr()
+	if err != nil {
+		return err
+	}
+	if a.health != nil {
+		stages = append(stages, a.health)
+	}
+	a.Process.Log.Info("running", "stages", strings.Join(a.built, ","), "listen", addr)
+	return service.RunAll(ctx, stages...)
+}
+
+// Run is a whole stage process: it builds the named stages on a new App
+// and runs them until ctx ends.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, o Options, names ...string) error {
+	if slices.Contains(names, Writer) && o.RestConfig == nil {
+		// A kubeconfig that cannot be read fails at once, before the
+		// process waits for a bus that may not be up yet.
+		rc, err := writer.RestConfig(cfg.Writer)
+		if err != nil {
+			return err
+		}
+		o.RestConfig = rc
+	}
+	a, err := New(ctx, cfg, log, binary, o)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	stages, err := a.Build(ctx, names...)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx, stages...)
+}
+
+// Main is the whole main of the stage binary called stage: load the
+// configuration, handle signals, run the stage (service.Main).
+func Main(stage string) {
+	service.Main(stage, func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+		return Run(ctx, cfg, log, stage, Options{}, stage)
+	})
+}
