@@ -17,11 +17,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
-	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
@@ -38,24 +38,14 @@ type pipeline struct {
 
 func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
-	n := testenv.StartNATS(t)
-	cfg := config.Default()
-	cfg.Bus.URL = n.URL
-	cfg.Bus.Prefix = "swt" + testenv.RandomID()
+	cfg := testenv.Config(testenv.StartNATS(t).URL)
 	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
-		s.Storage, s.MaxBytes = "memory", 256<<20
+		s.MaxBytes = 256 << 20
 	}
 	c := &cfg.Bus.Consumer
-	c.AckWait = 2 * time.Second
-	c.BackOff = nil
 	c.MaxDeliver = -1 // fault tests retry for as long as the fault lasts
-	c.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond}
 	c.Concurrency = 25
-	c.FetchBatch = 64
 	c.FetchMaxWait = 500 * time.Millisecond
-	c.MaxAckPending = 1024
-	cfg.Worker.Listen = "127.0.0.1:0"
-	cfg.Worker.DrainTimeout = 5 * time.Second
 	require.NoError(t, cfg.Validate())
 
 	conn, err := bus.Connect(cfg.Bus, "dedup-test-client", quietLog())
@@ -64,17 +54,19 @@ func newPipeline(t testing.TB) *pipeline {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, bus.EnsureStreams(ctx, conn.JS, cfg.Bus))
-	return &pipeline{cfg: cfg, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn, pub: bus.NewPublisher(conn.JS, 10*time.Second)}
+	pub := bus.NewPublisher(conn.JS, 10*time.Second)
+	t.Cleanup(pub.Close)
+	return &pipeline{cfg: cfg, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn, pub: pub}
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // running is one deduper replica: its own process (registry, health, bus
-// connection) and stage.
+// connection) and stage, built as cmd/deduper builds them.
 type running struct {
-	proc   *service.Process
+	app    *app.App
 	stage  *dedup.Stage
-	health *service.Server
+	health string
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -83,15 +75,15 @@ type running struct {
 func (p *pipeline) start(t testing.TB, store dedup.Store) *running {
 	t.Helper()
 	ctx := context.Background()
-	proc, err := service.NewProcess(ctx, p.cfg, quietLog(), "deduper")
+	a, err := app.New(ctx, p.cfg, quietLog(), app.Deduper, app.Options{Incidents: store})
 	require.NoError(t, err)
-	st, err := dedup.New(ctx, proc, store)
+	st, err := a.Deduper(ctx)
 	require.NoError(t, err)
-	hs, err := proc.HealthServer()
+	addr, err := a.HealthAddr()
 	require.NoError(t, err)
 	rctx, cancel := context.WithCancel(ctx)
-	r := &running{proc: proc, stage: st, health: hs, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- service.RunAll(rctx, st, hs) }()
+	r := &running{app: a, stage: st, health: addr, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- a.Run(rctx, st) }()
 	t.Cleanup(r.stop)
 	return r
 }
@@ -104,13 +96,13 @@ func (r *running) stop() {
 	r.cancel()
 	<-r.done
 	r.cancel = nil
-	r.proc.Close()
+	r.app.Close()
 }
 
 // readyz returns the replica's /readyz status code.
 func (r *running) readyz(t testing.TB) int {
 	t.Helper()
-	resp, err := http.Get("http://" + r.health.Addr() + "/readyz")
+	resp, err := http.Get("http://" + r.health + "/readyz")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)

@@ -85,7 +85,7 @@ func TestStage_crashAfterStoreWriteCountsOnce(t *testing.T) {
 	fp := fingerprint("crash", 0)
 	cs := &crashingStore{Store: store, crashed: make(chan struct{})}
 	victim := p.start(t, cs)
-	cs.crash = func() { victim.proc.Bus.NC.Close() }
+	cs.crash = func() { victim.app.Process.Bus.NC.Close() }
 
 	p.publish(t, testSignal(fp, "crash-1", signal.StatusFiring))
 	select {

@@ -11,12 +11,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
-	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/pkg/storm"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -39,65 +38,46 @@ type pipeline struct {
 	seq   int
 }
 
-func testConfig(t testing.TB, natsURL string) config.Config {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Bus.URL = natsURL
-	cfg.Bus.Prefix = "swt" + testenv.RandomID()
-	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
-		s.Storage, s.MaxBytes = "memory", 64<<20
-	}
-	c := &cfg.Bus.Consumer
-	c.AckWait = 2 * time.Second
-	c.BackOff = nil
-	c.RetryDelays = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond}
-	c.Concurrency = 32
-	c.FetchBatch = 64
-	c.FetchMaxWait = 200 * time.Millisecond
-	c.MaxAckPending = 1024
-	cfg.Worker.Listen = "127.0.0.1:0"
-	cfg.Worker.DrainTimeout = 5 * time.Second
-	cfg.Aggregator.SweepInterval = 20 * time.Millisecond
-	return cfg
-}
-
 // newPipeline starts both stages with the aggregator settings tune sets.
 func newPipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
 	t.Helper()
-	n := testenv.StartNATS(t)
-	cfg := testConfig(t, n.URL)
+	cfg := testenv.Config(testenv.StartNATS(t).URL)
+	cfg.Aggregator.SweepInterval = 20 * time.Millisecond
 	if tune != nil {
 		tune(&cfg.Aggregator)
 	}
-	require.NoError(t, cfg.Validate())
 	r := testenv.LocalRedis(t)
 	cfg.Redis.KeyPrefix = r.Prefix
+	require.NoError(t, cfg.Validate())
 	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	log := slog.New(slog.DiscardHandler)
 
+	// The deduper and the aggregator in one process, as `stormweir run`
+	// has them, on the fake clock.
 	ctx := context.Background()
-	proc, err := service.NewProcess(ctx, cfg, log, "pipeline")
+	a, err := app.New(ctx, cfg, log, "pipeline", app.Options{Clock: clk, Redis: r.Client})
 	require.NoError(t, err)
-	incidents := dedup.NewRedisStore(r.Client, r.Prefix, cfg.Dedup, clk)
-	ded, err := dedup.New(ctx, proc, incidents)
+	ded, err := a.Deduper(ctx)
 	require.NoError(t, err)
-	agg, err := storm.New(ctx, proc, storm.NewRedisStore(r.Client, r.Prefix, 0), incidents, clk)
+	agg, err := a.Aggregator(ctx)
 	require.NoError(t, err)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- service.RunAll(rctx, ded, agg) }()
+	go func() { done <- a.Run(rctx, ded, agg) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		proc.Close()
+		a.Close()
 	})
 
 	conn, err := bus.Connect(cfg.Bus, "storm-test-client", log)
 	require.NoError(t, err)
 	t.Cleanup(conn.Close)
+	pub := bus.NewPublisher(conn.JS, 10*time.Second)
+	t.Cleanup(pub.Close)
 	return &pipeline{
 		t: t, cfg: cfg, clk: clk, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn,
-		pub: bus.NewPublisher(conn.JS, 10*time.Second), fp: signal.MustFingerprinter(signal.DefaultFingerprintFields),
+		pub: pub, fp: signal.MustFingerprinter(signal.DefaultFingerprintFields),
 		redis: r, agg: agg,
 	}
 }
@@ -169,8 +149,8 @@ func (p *pipeline) waitIdle() {
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	}
 	require.Eventually(p.t, func() bool {
-		return check(bus.StreamSignals, dedup.StageName) && check(bus.StreamIncidents, storm.StageName) &&
-			check(bus.StreamSignals, dedup.StageName)
+		return check(bus.StreamSignals, app.Deduper) && check(bus.StreamIncidents, storm.StageName) &&
+			check(bus.StreamSignals, app.Deduper)
 	}, 20*time.Second, 5*time.Millisecond, "pipeline did not settle")
 }
 
