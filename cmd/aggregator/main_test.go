@@ -3,134 +3,123 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"syscall"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
-	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
-	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
 
-// testConfigYAML is shared by the aggregator processes and the test's
-// in-process deduper, so both declare the same streams and consumers.
-const testConfigYAML = `
-log: {level: warn, format: text}
-worker: {listen: "127.0.0.1:0", drain_timeout: 5s}
-bus:
-  signals: {storage: memory, max_bytes: 67108864}
-  incidents: {storage: memory, max_bytes: 67108864}
-  dlq: {storage: memory, max_bytes: 67108864}
-  consumer:
-    ack_wait: 2s
-    backoff: []
-    retry_delays: [50ms, 100ms, 250ms]
-    concurrency: 32
-    fetch_batch: 64
-    fetch_max_wait: 200ms
-    max_ack_pending: 1024
-aggregator:
-  inactivity_timeout: 5s
-  sweep_interval: 100ms
-`
-
-// aggregatorProc is one aggregator process of the test.
-type aggregatorProc struct {
-	cmd *exec.Cmd
+// crashable dials the NATS connection of one aggregator process. crash
+// drops every connection at once and refuses to dial again: to the server
+// the process is gone as after a SIGKILL, so nothing it had in flight is
+// acked and its messages come back to the other replica after ack_wait.
+type crashable struct {
+	mu      sync.Mutex
+	conns   []net.Conn
+	crashed bool
 }
 
-func startAggregator(t testing.TB, bin string, env []string, logPath string) *aggregatorProc {
-	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	require.NoError(t, err)
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	require.NoError(t, cmd.Start())
-	p := &aggregatorProc{cmd: cmd}
-	t.Cleanup(func() {
-		p.kill()
-		_ = logf.Close()
-	})
-	return p
-}
-
-// kill ends the process with SIGKILL: a crash, no drain.
-func (p *aggregatorProc) kill() {
-	if p.cmd.ProcessState != nil {
-		return
+// Dial implements nats.CustomDialer.
+func (c *crashable) Dial(network, address string) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.crashed {
+		return nil, errors.New("process crashed")
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	conn, err := net.DialTimeout(network, address, 2*time.Second)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *crashable) crash() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.crashed = true
+	for _, conn := range c.conns {
+		_ = conn.Close()
+	}
+}
+
+// startProcess runs stage as its binary does (app.Run), in-process on a
+// connection that can crash, until crash or the test's end, and waits
+// until its /readyz answers.
+func startProcess(t testing.TB, cfg config.Config, stage string) (crash func()) {
+	t.Helper()
+	port := testenv.FreePort(t)
+	cfg.Worker.Listen = "127.0.0.1:" + strconv.Itoa(port)
+	d := &crashable{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.DiscardHandler)
+	go func() {
+		done <- app.Run(ctx, cfg, log, stage, app.Options{NATS: []nats.Option{nats.SetCustomDialer(d)}}, stage)
+	}()
+	stop := sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+	t.Cleanup(stop)
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/readyz"
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "%s not ready", stage)
+	return func() {
+		d.crash()
+		stop()
+	}
 }
 
 func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "aggregator")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "building the aggregator: %s", out)
-
 	n := testenv.StartNATS(t)
 	r := testenv.LocalRedis(t)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(testConfigYAML), 0o644))
-	prefix := "swt" + testenv.RandomID()
-	env := []string{
-		"STORMWEIR_CONFIG=" + cfgPath, "STORMWEIR_BUS_URL=" + n.URL, "STORMWEIR_BUS_PREFIX=" + prefix,
-		"STORMWEIR_REDIS_ADDRS=" + r.Addr, "STORMWEIR_REDIS_KEY_PREFIX=" + r.Prefix,
-	}
-	for _, e := range env {
-		k, v, _ := splitEnv(e)
-		t.Setenv(k, v)
-	}
-	loaded, err := config.Load("aggregator-test", nil)
-	require.NoError(t, err)
-	cfg := loaded.Config
+	cfg := testenv.Config(n.URL)
+	cfg.Redis.KeyPrefix = r.Prefix
+	cfg.Aggregator.InactivityTimeout = 5 * time.Second
+	cfg.Aggregator.SweepInterval = 100 * time.Millisecond
+	require.NoError(t, cfg.Validate())
 
-	// The deduper runs in the test's process; the aggregators are real
-	// processes.
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	proc, err := service.NewProcess(ctx, cfg, log, "deduper")
+	conn, err := bus.Connect(cfg.Bus, "aggregator-test", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	ded, err := dedup.New(ctx, proc, dedup.NewRedisStore(r.Client, r.Prefix, cfg.Dedup, clock.Real{}))
-	require.NoError(t, err)
-	dctx, stopDedup := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ded.Run(dctx) }()
-	t.Cleanup(func() { stopDedup(); <-done; proc.Close() })
+	t.Cleanup(conn.Close)
+	require.NoError(t, bus.EnsureStreams(ctx, conn.JS, cfg.Bus))
+	pub := bus.NewPublisher(conn.JS, 10*time.Second)
+	t.Cleanup(pub.Close)
 
-	logPath := filepath.Join(dir, "aggregators.log")
-	a := startAggregator(t, bin, env, logPath)
-	startAggregator(t, bin, env, logPath)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("aggregator logs:\n%s", b)
-		}
-	})
+	// A deduper and two aggregator processes, each on its own connection.
+	startProcess(t, cfg, app.Deduper)
+	crashA := startProcess(t, cfg, app.Aggregator)
+	startProcess(t, cfg, app.Aggregator)
 
-	subj := bus.NewSubjects(prefix)
-	pub := bus.NewPublisher(proc.Bus.JS, 10*time.Second)
+	subj := bus.NewSubjects(cfg.Bus.Prefix)
 	fp := signal.MustFingerprinter(signal.DefaultFingerprintFields)
 	// t=0..2s: 200 alerts for 200 pods of one alertname and namespace in
-	// batches of 20; aggregator A is killed after the 5th batch and
-	// started again after the 7th.
+	// batches of 20; aggregator A crashes after the 5th batch and a third
+	// one starts after the 7th.
 	for batch := range 10 {
 		outs := make([]bus.Output, 0, 20)
 		for i := batch * 20; i < (batch+1)*20; i++ {
@@ -150,9 +139,9 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		switch batch {
 		case 4:
-			a.kill()
+			crashA()
 		case 6:
-			startAggregator(t, bin, env, logPath)
+			startProcess(t, cfg, app.Aggregator)
 		}
 	}
 
@@ -160,11 +149,11 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	// a little longer to see that it is not emitted again.
 	var o outputs
 	require.Eventually(t, func() bool {
-		o = readOutputs(t, proc.Bus.JS, subj)
+		o = readOutputs(t, conn.JS, subj)
 		return len(o.closes) > 0
 	}, 60*time.Second, 100*time.Millisecond, "no storm close")
 	time.Sleep(2 * time.Second)
-	o = readOutputs(t, proc.Bus.JS, subj)
+	o = readOutputs(t, conn.JS, subj)
 
 	assert.Len(t, o.openIDs, 10, "individual incidents")
 	assert.Len(t, o.open, 10, "each published once")
@@ -179,15 +168,6 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	assert.Equal(t, int64(190), c.Occurrences)
 	assert.Equal(t, int64(200), c.AffectedTotal)
 	assert.False(t, c.ClosedAt.IsZero())
-}
-
-func splitEnv(e string) (string, string, bool) {
-	for i := range e {
-		if e[i] == '=' {
-			return e[:i], e[i+1:], true
-		}
-	}
-	return e, "", false
 }
 
 type outputs struct {

@@ -14,18 +14,18 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/receiver"
-	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
 
 const token = "e2e-token-0123456789abcdef"
 
-// intake is the real receiver stage, in-process on its own
-// service.Process, publishing to an in-process JetStream.
+// intake is the real receiver stage, built in-process by app as
+// cmd/receiver builds it, publishing to an in-process JetStream.
 type intake struct {
 	cfg config.Config
 	// URL is the receiver's base URL.
@@ -45,16 +45,16 @@ func startReceiver(t testing.TB) *intake {
 	log := slog.New(slog.DiscardHandler)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := service.NewProcess(ctx, cfg, log, "receiver")
+	a, err := app.New(ctx, cfg, log, app.Receiver, app.Options{})
 	require.NoError(t, err, "starting the receiver's process")
-	r, err := receiver.New(cfg, p)
+	r, err := a.Receiver()
 	require.NoError(t, err, "building the receiver")
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	go func() { done <- a.Run(ctx, r) }()
 	t.Cleanup(func() {
 		cancel()
 		assert.NoError(t, <-done, "receiver run")
-		p.Close()
+		a.Close()
 	})
 
 	conn, err := bus.Connect(cfg.Bus, "e2e-test", log)
