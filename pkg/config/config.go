@@ -51,10 +51,13 @@ func Default() Config {
 	}
 }
 
-// Validate checks every section and joins all problems into one error, so
-// an operator fixes a config file in one pass.
+// Validate checks every section, then the rules that span sections, and
+// joins all problems into one error, so an operator fixes a config file in
+// one pass. Constructors rely on it and check no configuration of their
+// own.
 func (c *Config) Validate() error {
 	return errors.Join(
+		c.validateAcross(),
 		c.Log.Validate(),
 		c.Bus.Validate(),
 		c.Redis.Validate(),
@@ -66,6 +69,16 @@ func (c *Config) Validate() error {
 		c.Writer.Validate(),
 		c.AllInOne.Validate(),
 	)
+}
+
+// validateAcross checks the rules between sections.
+func (c *Config) validateAcross() error {
+	if n, max := c.Writer.Concurrency, c.Bus.Consumer.MaxAckPending; n > max {
+		// The server would never hand the writer more messages than
+		// max_ack_pending: the extra handlers would wait for nothing.
+		return fmt.Errorf("writer.concurrency: %d exceeds bus.consumer.max_ack_pending %d", n, max)
+	}
+	return nil
 }
 
 // Log configures structured logging.

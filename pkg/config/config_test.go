@@ -76,6 +76,64 @@ func TestLoad_rejectsBadInputClearly(t *testing.T) {
 	}
 }
 
+func TestLoad_reportsEveryUnknownKeyAndVariableAtOnce(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "typos.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+dedupe: {window: 5m}
+dedup: {windw: 5m}
+writer:
+  priority:
+    - {severity: critical, environment: production, priority: P0}
+    - {severty: warning, priority: P1}
+`), 0o600))
+	t.Setenv("STORMWEIR_DEDUP_WINDOWW", "5m")
+	t.Setenv("STORMWEIR_NOT_A_KEY_AT_ALL", "1")
+
+	_, err := config.Load("test", []string{"--config", file, "--set", "bus.prefx=a", "--set", "dedup.window=soon"})
+	require.Error(t, err)
+	for _, want := range []string{
+		"unknown environment variable STORMWEIR_DEDUP_WINDOWW (did you mean STORMWEIR_DEDUP_WINDOW, which sets dedup.window?)",
+		"unknown environment variable STORMWEIR_NOT_A_KEY_AT_ALL\n",
+		`--set "bus.prefx=a": unknown key "bus.prefx" (did you mean bus.prefix?)`,
+		"unknown key dedupe (did you mean dedup?)",
+		"unknown key dedup.windw (did you mean dedup.window?)",
+		"unknown key writer.priority[1].severty (did you mean writer.priority[1].severity?)",
+		"'dedup.window' time: invalid duration",
+	} {
+		assert.Contains(t, err.Error()+"\n", want)
+	}
+}
+
+func TestLoad_acceptsTheVariablesOfStormweirsTools(t *testing.T) {
+	for _, name := range config.OtherEnv {
+		if name != "STORMWEIR_CONFIG" { // read as the file, tested above
+			t.Setenv(name, "set")
+		}
+	}
+	t.Setenv("STORMWEIR_WRITER_PRIORITY", "") // a list key is a key too
+	t.Setenv("STORMWEIR_RECEIVER_AUTH_TOKEN_FILE", "/run/secrets/tokens")
+	l, err := config.Load("test", nil)
+	require.NoError(t, err)
+	assert.Equal(t, "/run/secrets/tokens", l.Config.Receiver.Auth.TokenFile)
+}
+
+func TestValidate_checksRulesAcrossFields(t *testing.T) {
+	c := config.Default()
+	c.Writer.Concurrency = c.Bus.Consumer.MaxAckPending + 1
+	c.Writer.Environment.OverrideConfigMap = "no-slash"
+	c.Aggregator.Scope = []string{"alertname", "namespace", "alertname", ""}
+	err := c.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"writer.concurrency: 4097 exceeds bus.consumer.max_ack_pending 4096",
+		`writer.environment.override_configmap: "no-slash" is not namespace/name`,
+		`aggregator.scope[2]: "alertname" is empty or repeated`,
+		`aggregator.scope[3]: "" is empty or repeated`,
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
 func TestValidate_reportsEveryProblemAtOnce(t *testing.T) {
 	c := config.Default()
 	c.Bus.Prefix = "has space"

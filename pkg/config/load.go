@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -73,6 +74,10 @@ func Load(name string, args []string) (*Loaded, error) {
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	s := newSchema()
+	// Every problem of the command line, the environment and the file is
+	// reported at once, as Validate does for values.
+	problems := s.checkEnv(os.Environ())
 	for key, val := range shortcuts {
 		if *val != "" {
 			v.Set(key, *val)
@@ -80,74 +85,37 @@ func Load(name string, args []string) (*Loaded, error) {
 	}
 	for _, kv := range *sets {
 		key, val, ok := strings.Cut(kv, "=")
-		if !ok || key == "" {
-			return nil, fmt.Errorf("--set %q: want key=value", kv)
+		switch {
+		case !ok || key == "":
+			problems = append(problems, fmt.Errorf("--set %q: want key=value", kv))
+		case !v.IsSet(key):
+			problems = append(problems, fmt.Errorf("--set %q: unknown key %q%s", kv, key, s.suggestKey(key)))
+		default:
+			v.Set(key, val)
 		}
-		if !v.IsSet(key) {
-			return nil, fmt.Errorf("--set %q: unknown key %q", kv, key)
-		}
-		v.Set(key, val)
 	}
 
 	var cfg Config
-	if err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+	// ErrorUnused makes mapstructure report every key the schema does not
+	// have, in the file's nested sections and inside list entries
+	// (writer.priority[0].severty) alike: a typo is an error, not a
+	// silently ignored setting. Keys from --set and the environment cannot
+	// be unknown here: both are checked above.
+	err = v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
 			splitListHook,
 		)
-	}); err != nil {
-		return nil, fmt.Errorf("configuration: %w", err)
-	}
-	if err := checkUnknownKeys(v); err != nil {
-		return nil, err
+	})
+	problems = append(problems, s.decodeProblems(err)...)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("configuration:\n%w", errors.Join(problems...))
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return &Loaded{Config: cfg, PrintConfig: *printCfg, Args: fs.Args()}, nil
-}
-
-// checkUnknownKeys rejects keys in the file that the schema does not have,
-// so a typo is an error instead of a silently ignored setting.
-func checkUnknownKeys(v *viper.Viper) error {
-	known := map[string]bool{}
-	collectKeys(reflect.TypeOf(Config{}), "", known)
-	var unknown []string
-	for _, k := range v.AllKeys() {
-		if !known[k] && !underKnownList(k, known) {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		return fmt.Errorf("configuration: unknown keys: %s", strings.Join(unknown, ", "))
-	}
-	return nil
-}
-
-func underKnownList(key string, known map[string]bool) bool {
-	for i := strings.LastIndex(key, "."); i > 0; i = strings.LastIndex(key[:i], ".") {
-		if known[key[:i]] {
-			return true
-		}
-	}
-	return false
-}
-
-func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name := f.Tag.Get("mapstructure")
-		if name == "" {
-			continue
-		}
-		key := prefix + name
-		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
-			collectKeys(f.Type, key+".", into)
-			continue
-		}
-		into[key] = true
-	}
 }
 
 // Print writes cfg as YAML with secrets redacted. Secret files are shown

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -136,6 +137,13 @@ func (a Aggregator) Validate() error {
 	if len(a.Scope) == 0 {
 		errs = append(errs, errors.New("aggregator.scope: at least one field is required"))
 	}
+	seen := map[string]bool{}
+	for i, f := range a.Scope {
+		if f == "" || seen[f] {
+			errs = append(errs, fmt.Errorf("aggregator.scope[%d]: %q is empty or repeated", i, f))
+		}
+		seen[f] = true
+	}
 	if a.RateThreshold < 1 || a.PatternThreshold < 1 {
 		errs = append(errs, errors.New("aggregator.rate_threshold and pattern_threshold: must be at least 1"))
 	}
@@ -265,6 +273,11 @@ func (w Writer) Validate() error {
 	}
 	if w.Concurrency < 0 {
 		errs = append(errs, errors.New("writer.concurrency: must not be negative (0 uses bus.consumer.concurrency)"))
+	}
+	if ref := w.Environment.OverrideConfigMap; ref != "" {
+		if ns, name, ok := strings.Cut(ref, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			errs = append(errs, fmt.Errorf("writer.environment.override_configmap: %q is not namespace/name", ref))
+		}
 	}
 	for i, p := range w.Environment.Patterns {
 		if _, err := regexp.Compile(p.Match); err != nil {

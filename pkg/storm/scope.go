@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -59,19 +58,11 @@ type Scoper struct {
 	fields []string
 }
 
-// NewScoper validates fields ("alertname", "namespace" or label names).
-func NewScoper(fields []string) (*Scoper, error) {
-	if len(fields) == 0 {
-		return nil, errors.New("storm scope: at least one field is required")
-	}
-	seen := map[string]bool{}
-	for _, f := range fields {
-		if f == "" || seen[f] {
-			return nil, fmt.Errorf("storm scope: field %q is empty or repeated", f)
-		}
-		seen[f] = true
-	}
-	return &Scoper{fields: slices.Clone(fields)}, nil
+// NewScoper returns the Scoper of fields ("alertname", "namespace" or
+// label names), as config.Aggregator.Validate accepts them: at least one,
+// none empty or repeated.
+func NewScoper(fields []string) *Scoper {
+	return &Scoper{fields: slices.Clone(fields)}
 }
 
 // ClusterWide reports whether the scope is the alertname alone, in which

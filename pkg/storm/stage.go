@@ -104,10 +104,7 @@ type Stage struct {
 // window decision.
 func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.Store, clk clock.Clock) (*Stage, error) {
 	cfg := p.Config
-	scoper, err := NewScoper(cfg.Aggregator.Scope)
-	if err != nil {
-		return nil, fmt.Errorf("aggregator: %w", err)
-	}
+	scoper := NewScoper(cfg.Aggregator.Scope)
 	subj := bus.NewSubjects(cfg.Bus.Prefix)
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
@@ -116,6 +113,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
 		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(),
 	}
+	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()}},
 		Handler:  s,

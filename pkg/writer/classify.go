@@ -32,16 +32,13 @@ type envPattern struct {
 	env string
 }
 
-// NewClassifier compiles cfg's environment rules and priority matrix;
-// cache must serve Namespaces and, when an override ConfigMap is
-// configured, that ConfigMap.
+// NewClassifier compiles the environment rules and priority matrix of a
+// validated cfg (config.Writer.Validate); cache must serve Namespaces and,
+// when an override ConfigMap is configured, that ConfigMap.
 func NewClassifier(cfg config.Writer, cache client.Reader) (*Classifier, error) {
 	c := &Classifier{cache: cache, labelKeys: cfg.Environment.LabelKeys, rules: cfg.Priority}
 	if ref := cfg.Environment.OverrideConfigMap; ref != "" {
-		ns, name, ok := strings.Cut(ref, "/")
-		if !ok || ns == "" || name == "" {
-			return nil, fmt.Errorf("writer.environment.override_configmap: %q is not namespace/name", ref)
-		}
+		ns, name, _ := strings.Cut(ref, "/")
 		c.override = &types.NamespacedName{Namespace: ns, Name: name}
 	}
 	for i, p := range cfg.Environment.Patterns {

@@ -38,7 +38,7 @@ const (
 
 // Scope returns a rate scope for alertname name in namespace ns.
 func Scope(name, ns string) storm.Scope {
-	sc, _ := storm.NewScoper([]string{storm.FieldAlertname, storm.FieldNamespace})
+	sc := storm.NewScoper([]string{storm.FieldAlertname, storm.FieldNamespace})
 	return sc.Rate(&signal.Signal{Name: name, Namespace: ns})
 }
 
