@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,7 +59,7 @@ type WorkerOptions struct {
 	Stage    string
 	Consumer jetstream.Consumer
 	// Publisher publishes outputs and DLQ copies.
-	Publisher *Publisher
+	Publisher Sender
 	Handler   Handler
 	Subjects  Subjects
 	Config    config.Consumer
@@ -75,7 +74,10 @@ type WorkerOptions struct {
 // NakWithDelay on transient failure, DLQ then Term on permanent failure or
 // the last allowed delivery, and a bounded drain at shutdown.
 type Worker struct {
-	o        WorkerOptions
+	o WorkerOptions
+	// h is the stage's handler inside the middleware chain; what it
+	// returns is all the loop needs to settle a message.
+	h        Handler
 	fetching atomic.Bool
 	lastErr  atomic.Pointer[error]
 }
@@ -92,7 +94,18 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 15 * time.Second
 	}
-	return &Worker{o: o}, nil
+	// Innermost first: a panic becomes an error before anything else sees
+	// it; outputs get the input's trace before they are published; a
+	// publish failure on the last delivery is dead-lettered like a
+	// handler's.
+	h := Chain(o.Handler,
+		Timer(o.Metrics.Handle.WithLabelValues(o.Stage)),
+		DeadLetter(o.Publisher, o.Subjects, o.Stage, o.Config.MaxDeliver, o.Log),
+		Publish(o.Publisher, o.Stage, o.Metrics),
+		PropagateTrace,
+		Recoverer(o.Log),
+	)
+	return &Worker{o: o, h: h}, nil
 }
 
 // Ready reports whether the loop is pulling without errors.
@@ -191,10 +204,8 @@ func (w *Worker) setErr(err error) {
 	w.lastErr.Store(&err)
 }
 
-// handle runs the handler on one message and settles it.
+// handle runs the chain on one message and settles it.
 func (w *Worker) handle(ctx context.Context, jm jetstream.Msg) {
-	start := time.Now()
-	defer func() { w.o.Metrics.Handle.WithLabelValues(w.o.Stage).Observe(time.Since(start).Seconds()) }()
 	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers()}
 	if m.Header == nil {
 		m.Header = nats.Header{}
@@ -202,107 +213,35 @@ func (w *Worker) handle(ctx context.Context, jm jetstream.Msg) {
 	if md, err := jm.Metadata(); err == nil {
 		m.Stream, m.StreamSeq, m.Delivered, m.Timestamp = md.Stream, md.Sequence.Stream, md.NumDelivered, md.Timestamp
 	}
-	outs, err := w.call(ctx, m)
-	if err == nil {
-		propagate(m.Header, outs)
-		var res PublishResult
-		res, err = w.o.Publisher.Publish(ctx, outs...)
-		if err == nil {
-			w.o.Metrics.Published.WithLabelValues(w.o.Stage, "false").Add(float64(len(outs) - res.Duplicates))
-			w.o.Metrics.Published.WithLabelValues(w.o.Stage, "true").Add(float64(res.Duplicates))
-		}
-	}
-	if err == nil {
+	_, err := w.h.Handle(ctx, m)
+	w.settle(jm, m, err)
+}
+
+// settle acks, terminates or naks a message by what the chain returned:
+// nil once the outputs are stored, *DeadLettered once its DLQ copy is
+// stored, anything else to be retried.
+func (w *Worker) settle(jm jetstream.Msg, m *Msg, err error) {
+	var dl *DeadLettered
+	switch {
+	case err == nil:
 		if aerr := jm.Ack(); aerr != nil {
 			// The work is done and idempotent; a lost ack only means a
 			// redelivery that the handler recognises.
 			w.o.Log.Warn("ack failed", "seq", m.StreamSeq, "err", aerr)
 		}
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultAck).Inc()
-		return
-	}
-	last := w.o.Config.MaxDeliver > 0 && m.Delivered >= uint64(w.o.Config.MaxDeliver)
-	if IsPermanent(err) || last {
-		reason := err.Error()
-		if !IsPermanent(err) {
-			reason = fmt.Sprintf("gave up after %d deliveries: %s", m.Delivered, reason)
-		}
-		w.deadLetter(ctx, jm, m, reason)
-		return
-	}
-	delay := retryDelay(w.o.Config.RetryDelays, m.Delivered)
-	w.o.Log.Warn("handling failed; will retry", "subject", m.Subject, "seq", m.StreamSeq,
-		"delivered", m.Delivered, "delay", delay, "fingerprint", m.Header.Get(HeaderFingerprint), "err", err)
-	_ = jm.NakWithDelay(delay)
-	w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultNak).Inc()
-}
-
-// call runs the handler, turning a panic into an ordinary (transient)
-// error so one bad message cannot take the process down; if the panic is
-// deterministic the message reaches the DLQ after MaxDeliver.
-func (w *Worker) call(ctx context.Context, m *Msg) (outs []Output, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
-			w.o.Log.Error("handler panic", "seq", m.StreamSeq, "panic", r, "stack", string(debug.Stack()))
-		}
-	}()
-	return w.o.Handler.Handle(ctx, m)
-}
-
-// deadLetter copies the message to the stage's DLQ with the reason and
-// terminates it. If the copy cannot be stored the message is Nak'ed
-// instead: it is never dropped without its copy.
-func (w *Worker) deadLetter(ctx context.Context, jm jetstream.Msg, m *Msg, reason string) {
-	h := nats.Header{}
-	for k, v := range m.Header {
-		if k == jetstream.MsgIDHeader {
-			continue
-		}
-		h[k] = v
-	}
-	h.Set(HeaderDLQReason, reason)
-	h.Set(HeaderDLQStage, w.o.Stage)
-	h.Set(HeaderDLQSubject, m.Subject)
-	h.Set(HeaderDLQStream, m.Stream)
-	h.Set(HeaderDLQSequence, strconv.FormatUint(m.StreamSeq, 10))
-	h.Set(HeaderDLQDeliveries, strconv.FormatUint(m.Delivered, 10))
-	out := Output{
-		Subject: w.o.Subjects.DLQ(w.o.Stage),
-		Data:    m.Data,
-		MsgID:   "dlq:" + w.o.Stage + ":" + m.Stream + ":" + strconv.FormatUint(m.StreamSeq, 10),
-		Header:  h,
-	}
-	if _, err := w.o.Publisher.Publish(ctx, out); err != nil {
-		w.o.Log.Error("dead-lettering failed; will retry", "seq", m.StreamSeq, "reason", reason, "err", err)
-		_ = jm.NakWithDelay(retryDelay(w.o.Config.RetryDelays, m.Delivered))
+	case errors.As(err, &dl):
+		// Only after the copy is stored: a message is never dropped
+		// without its DLQ copy.
+		_ = jm.TermWithReason(truncate(dl.Reason, 256))
+		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultDLQ).Inc()
+		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultTerm).Inc()
+	default:
+		delay := retryDelay(w.o.Config.RetryDelays, m.Delivered)
+		w.o.Log.Warn("handling failed; will retry", "subject", m.Subject, "seq", m.StreamSeq,
+			"delivered", m.Delivered, "delay", delay, "fingerprint", m.Header.Get(HeaderFingerprint), "err", err)
+		_ = jm.NakWithDelay(delay)
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultNak).Inc()
-		return
-	}
-	w.o.Log.Error("message dead-lettered", "subject", m.Subject, "seq", m.StreamSeq, "delivered", m.Delivered,
-		"fingerprint", m.Header.Get(HeaderFingerprint), "reason", reason)
-	_ = jm.TermWithReason(truncate(reason, 256))
-	w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultDLQ).Inc()
-	w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultTerm).Inc()
-}
-
-// propagate copies the trace context and receipt time of the input onto
-// outputs that do not set their own.
-func propagate(in nats.Header, outs []Output) {
-	tp, rcv := in.Get(HeaderTraceparent), in.Get(HeaderReceivedAt)
-	if tp == "" && rcv == "" {
-		return
-	}
-	for i := range outs {
-		if outs[i].Header == nil {
-			outs[i].Header = nats.Header{}
-		}
-		if tp != "" && outs[i].Header.Get(HeaderTraceparent) == "" {
-			outs[i].Header.Set(HeaderTraceparent, tp)
-		}
-		if rcv != "" && outs[i].Header.Get(HeaderReceivedAt) == "" {
-			outs[i].Header.Set(HeaderReceivedAt, rcv)
-		}
 	}
 }
 
