@@ -87,7 +87,6 @@ type Options struct {
 
 // Writer is the writer stage.
 type Writer struct {
-	p          *service.Process
 	cfg        config.Writer
 	store      dedup.Store
 	clock      clock.Clock
@@ -120,7 +119,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		o.Clock = clock.Real{}
 	}
 	w := &Writer{
-		p: o.Process, cfg: cfg, store: o.Store, clock: o.Clock,
+		cfg: cfg, store: o.Store, clock: o.Clock,
 		log:      o.Process.Log.With("stage", Stage),
 		subj:     bus.NewSubjects(o.Process.Config.Bus.Prefix),
 		m:        newMetrics(o.Process.Registry),
