@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
@@ -151,22 +152,26 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 			assert.NoError(t, r.Run(ctx), "%s run", name)
 		}()
 	}
-	process := func(user string) *service.Process {
-		p, err := service.NewProcess(ctx, s.config(user), log, user)
+	// Each stage on a process of its own connecting as its own user, built
+	// as its binary builds it; the deduper and aggregator share in-memory
+	// stores, as their replicas share Redis.
+	stores := app.Options{Incidents: dedup.NewMemoryStore(config.DefaultDedup(), clock.Real{}), Storms: storm.NewMemoryStore(0)}
+	process := func(user string) *app.App {
+		a, err := app.New(ctx, s.config(user), log, user, stores)
 		require.NoError(t, err, "starting the %s's process as user %s", user, user)
-		t.Cleanup(p.Close)
-		return p
+		t.Cleanup(a.Close)
+		return a
 	}
 
 	// The receiver starts first and waits: only the writer may create
 	// the streams.
-	rcvProc := make(chan *service.Process, 1)
+	rcvProc := make(chan *app.App, 1)
 	go func() {
-		p, err := service.NewProcess(ctx, s.config("receiver"), log, "receiver")
+		a, err := app.New(ctx, s.config("receiver"), log, "receiver", stores)
 		assert.NoError(t, err, "starting the receiver's process")
-		rcvProc <- p
+		rcvProc <- a
 	}()
-	wrt := process("writer")
+	wrt := process("writer").Process
 	pr := <-rcvProc
 	require.NotNil(t, pr)
 	t.Cleanup(pr.Close)
@@ -174,13 +179,8 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 	// The writer's bus side: its durable consumer and worker loop, with a
 	// handler that keeps what arrives and refuses the poison.
 	got := make(chan *bus.Msg, 16)
-	cons, err := bus.EnsureConsumer(ctx, wrt.Bus.JS, wrt.Config.Bus, bus.ConsumerSpec{
-		Stage: writer.Stage, Stream: bus.StreamIncidents, Subjects: []string{s.subj.AllIncidents()},
-	})
-	require.NoError(t, err, "creating the writer's consumer as the writer")
-	w, err := bus.NewWorker(bus.WorkerOptions{
-		Stage: writer.Stage, Consumer: cons, Publisher: wrt.Publisher(), Subjects: s.subj, Config: wrt.Config.Bus.Consumer,
-		DrainTimeout: time.Second, Metrics: wrt.Metrics, Log: log,
+	w, err := wrt.Worker(ctx, service.WorkerSpec{
+		Consumer: bus.ConsumerSpec{Stage: writer.Stage, Stream: bus.StreamIncidents, Subjects: []string{s.subj.AllIncidents()}},
 		Handler: bus.HandlerFunc(func(_ context.Context, m *bus.Msg) ([]bus.Output, error) {
 			if bytes.Equal(m.Data, []byte("poison")) {
 				return nil, bus.Permanent(errors.New("poison"))
@@ -189,19 +189,18 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 			return nil, nil
 		}),
 	})
-	require.NoError(t, err)
+	require.NoError(t, err, "creating the writer's consumer as the writer")
 	run("writer", w)
 
-	incidents := dedup.NewMemoryStore(config.DefaultDedup(), clock.Real{})
 	pd := process("deduper")
-	dd, err := dedup.New(ctx, pd, incidents)
+	dd, err := pd.Deduper(ctx)
 	require.NoError(t, err, "creating the deduper's consumer as the deduper")
 	run("deduper", dd)
 	pa := process("aggregator")
-	agg, err := storm.New(ctx, pa, storm.NewMemoryStore(0), incidents, clock.Real{})
+	agg, err := pa.Aggregator(ctx)
 	require.NoError(t, err, "creating the aggregator's consumer as the aggregator")
 	run("aggregator", agg)
-	r, err := receiver.New(pr.Config, pr)
+	r, err := pr.Receiver()
 	require.NoError(t, err)
 	run("receiver", r)
 
@@ -228,9 +227,9 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 		_, err := p.Publisher().Publish(ctx, bus.Output{Subject: subject, Data: []byte("poison"), MsgID: "poison:" + subject})
 		require.NoError(t, err, "publishing poison to %s", subject)
 	}
-	poison(pr, s.subj.Signals("alertmanager"))
-	poison(pd, s.subj.DedupNew())
-	poison(pd, s.subj.IncidentsUpdate())
+	poison(pr.Process, s.subj.Signals("alertmanager"))
+	poison(pd.Process, s.subj.DedupNew())
+	poison(pd.Process, s.subj.IncidentsUpdate())
 	admin := s.connect(t, "admin")
 	for _, stage := range []string{dedup.StageName, storm.StageName, writer.Stage} {
 		require.Eventually(t, func() bool { return s.count(t, admin, bus.StreamDLQ, s.subj.DLQ(stage)) == 1 }, 15*time.Second, 20*time.Millisecond,
@@ -239,7 +238,7 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 
 	// Every process's readiness probe (JetStream account info) answers,
 	// and after a round trip on each connection no refusal is pending.
-	for user, p := range map[string]*service.Process{"receiver": pr, "deduper": pd, "aggregator": pa, "writer": wrt} {
+	for user, p := range map[string]*service.Process{"receiver": pr.Process, "deduper": pd.Process, "aggregator": pa.Process, "writer": wrt} {
 		assert.NoError(t, p.Bus.Check(ctx), "%s readiness", user)
 		require.NoError(t, p.Bus.NC.Flush())
 		assert.NoError(t, p.Bus.NC.LastError(), "%s: nothing refused", user)
