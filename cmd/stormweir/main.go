@@ -20,6 +20,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/version"
 )
 
 const usage = `usage: stormweir <command> [flags]
@@ -30,6 +31,8 @@ commands:
             --set allinone.store=redis, --print-config)
   loadgen   post Alertmanager webhooks to a receiver and report
             (stormweir loadgen -h for its flags)
+  version   print the version, source revision, build date and Go version
+            (--json for one JSON object)
 `
 
 func main() {
@@ -44,12 +47,29 @@ func main() {
 		})
 	case "loadgen":
 		os.Exit(runLoadgen(os.Args[2:]))
+	case "version":
+		os.Exit(runVersion(os.Args[2:]))
 	case "-h", "--help", "help":
 		fmt.Fprint(os.Stdout, usage)
 	default:
 		fmt.Fprintf(os.Stderr, "stormweir: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
+}
+
+func runVersion(args []string) int {
+	fs := flag.NewFlagSet("stormweir version", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the build as a JSON object")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	v := version.Get()
+	if *asJSON {
+		_ = json.NewEncoder(os.Stdout).Encode(v)
+		return 0
+	}
+	fmt.Println(v)
+	return 0
 }
 
 func runLoadgen(args []string) int {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/version"
 )
 
 // NewLogger returns the process logger configured by cfg.
@@ -39,11 +40,27 @@ func NewLogger(cfg config.Log, binary string) *slog.Logger {
 }
 
 // NewRegistry returns a Prometheus registry with the Go and process
-// collectors, one per process.
+// collectors and stormweir_build_info, one per process.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	return reg
+}
+
+// buildInfo is stormweir_build_info: always 1, with the running build in
+// its labels, so a dashboard shows which version each pod runs and a
+// rollout shows as a change of labels.
+func buildInfo() prometheus.Collector {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "stormweir_build_info",
+		Help: "Always 1; the labels name the running build (version, source revision, Go version).",
+		ConstLabels: prometheus.Labels{
+			"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // Check is one readiness dependency: nil when usable.

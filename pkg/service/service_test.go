@@ -1,13 +1,16 @@
 package service_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/version"
 )
 
 func TestHealth_pprofOnlyWhenEnabled(t *testing.T) {
@@ -27,4 +30,16 @@ func TestHealth_pprofOnlyWhenEnabled(t *testing.T) {
 		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 		assert.Equal(t, http.StatusOK, rec.Code)
 	}
+}
+
+func TestNewRegistry_exportsBuildInfo(t *testing.T) {
+	h := service.NewHealth(service.NewRegistry())
+	mux := http.NewServeMux()
+	h.Register(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	v := version.Get()
+	want := fmt.Sprintf("stormweir_build_info{goversion=%q,revision=%q,version=%q} 1\n", v.GoVersion, v.Revision, v.Version)
+	assert.Contains(t, rec.Body.String(), want)
 }
