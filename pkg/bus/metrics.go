@@ -10,6 +10,14 @@ type Metrics struct {
 	InFlight  *prometheus.GaugeVec
 	Pending   *prometheus.GaugeVec
 	Published *prometheus.CounterVec
+	// AckPending, with Pending, is the consumer's lag as KEDA's
+	// nats-jetstream scaler reads it (num_pending + num_ack_pending).
+	AckPending *prometheus.GaugeVec
+	// OldestUnprocessedAge shows a stalled stage even when the lag is
+	// small: a message retried for an hour keeps it rising.
+	OldestUnprocessedAge *prometheus.GaugeVec
+	// DLQMessages is the stage's DLQ depth.
+	DLQMessages *prometheus.GaugeVec
 }
 
 // Message results counted by Metrics.Messages.
@@ -46,7 +54,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "stormweir_worker_published_total",
 			Help: "Outputs published by a stage, by whether JetStream absorbed them as duplicates.",
 		}, []string{"stage", "duplicate"}),
+		AckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_consumer_ack_pending",
+			Help: "Messages delivered to the stage and not yet acknowledged (consumer num_ack_pending); with stormweir_consumer_pending the lag KEDA scales on.",
+		}, []string{"stage"}),
+		OldestUnprocessedAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_consumer_oldest_unprocessed_age_seconds",
+			Help: "Time since the oldest message the stage has not acknowledged was stored in its stream; 0 when it has none.",
+		}, []string{"stage"}),
+		DLQMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_dlq_messages",
+			Help: "Messages the stage dead-lettered that are still in the DLQ stream (its depth).",
+		}, []string{"stage"}),
 	}
-	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published)
+	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages)
 	return m
 }

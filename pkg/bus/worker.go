@@ -60,13 +60,20 @@ type WorkerOptions struct {
 	Consumer jetstream.Consumer
 	// Publisher publishes outputs and DLQ copies.
 	Publisher Sender
-	Handler   Handler
-	Subjects  Subjects
-	Config    config.Consumer
+	// JS reads the consumer's stream and the DLQ stream for the stage's
+	// gauges (oldest unprocessed age, DLQ depth).
+	JS       jetstream.JetStream
+	Handler  Handler
+	Subjects Subjects
+	Config   config.Consumer
 	// DrainTimeout bounds the wait for in-flight messages at shutdown.
 	DrainTimeout time.Duration
-	Metrics      *Metrics
-	Log          *slog.Logger
+	// StatsInterval is how often the consumer's gauges (pending,
+	// ack pending, oldest unprocessed age, DLQ depth) are refreshed; 5s
+	// when zero.
+	StatsInterval time.Duration
+	Metrics       *Metrics
+	Log           *slog.Logger
 }
 
 // Worker is the consumer loop every stage runs: bounded concurrent
@@ -78,14 +85,15 @@ type Worker struct {
 	// h is the stage's handler inside the middleware chain; what it
 	// returns is all the loop needs to settle a message.
 	h        Handler
+	stats    *consumerStats
 	fetching atomic.Bool
 	lastErr  atomic.Pointer[error]
 }
 
 // NewWorker returns a Worker; it starts nothing until Run.
 func NewWorker(o WorkerOptions) (*Worker, error) {
-	if o.Stage == "" || o.Consumer == nil || o.Publisher == nil || o.Handler == nil || o.Metrics == nil {
-		return nil, errors.New("bus: worker needs a stage, consumer, publisher, handler and metrics")
+	if o.Stage == "" || o.Consumer == nil || o.Publisher == nil || o.JS == nil || o.Handler == nil || o.Metrics == nil {
+		return nil, errors.New("bus: worker needs a stage, consumer, publisher, jetstream, handler and metrics")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -93,6 +101,9 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	o.Log = o.Log.With("stage", o.Stage)
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 15 * time.Second
+	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 5 * time.Second
 	}
 	// Innermost first: a panic becomes an error before anything else sees
 	// it; outputs get the input's trace before they are published; a
@@ -105,7 +116,7 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 		PropagateTrace,
 		Recoverer(o.Log),
 	)
-	return &Worker{o: o, h: h}, nil
+	return &Worker{o: o, h: h, stats: newConsumerStats(o.JS, o)}, nil
 }
 
 // Ready reports whether the loop is pulling without errors.
@@ -131,7 +142,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
 
-	go w.pollPending(ctx)
+	statsDone := make(chan struct{})
+	go func() { defer close(statsDone); w.pollStats(ctx) }()
+	defer func() { <-statsDone }()
 	w.fetching.Store(true)
 	defer w.fetching.Store(false)
 	pullBackoff := 100 * time.Millisecond
@@ -252,25 +265,6 @@ func retryDelay(delays []time.Duration, delivered uint64) time.Duration {
 	}
 	i := int(min(delivered, uint64(len(delays)))) - 1
 	return delays[max(i, 0)]
-}
-
-// pollPending keeps the pending gauge current; it reads consumer info
-// every few seconds, which is cheap for the server.
-func (w *Worker) pollPending(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if info, err := w.o.Consumer.Info(ictx); err == nil {
-			w.o.Metrics.Pending.WithLabelValues(w.o.Stage).Set(float64(info.NumPending))
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -75,7 +75,7 @@ func (e *env) worker(h bus.Handler, drain time.Duration) (w *bus.Worker, stop fu
 	})
 	require.NoError(e.t, err)
 	w, err = bus.NewWorker(bus.WorkerOptions{
-		Stage: "test", Consumer: cons, Publisher: e.pub, Handler: h, Subjects: e.subj,
+		Stage: "test", Consumer: cons, Publisher: e.pub, JS: e.conn.JS, Handler: h, Subjects: e.subj,
 		Config: e.cfg.Consumer, DrainTimeout: drain, Metrics: bus.NewMetrics(prometheus.NewRegistry()), Log: quiet(),
 	})
 	require.NoError(e.t, err)

@@ -126,6 +126,7 @@ func (p *Process) Worker(ctx context.Context, spec WorkerSpec) (*bus.Worker, err
 		Stage:        stage,
 		Consumer:     cons,
 		Publisher:    p.pub,
+		JS:           p.Bus.JS,
 		Handler:      spec.Handler,
 		Subjects:     bus.NewSubjects(p.Config.Bus.Prefix),
 		Config:       cc,
