@@ -5,8 +5,9 @@
 #     answering on 127.0.0.1:6379 (tests isolate themselves by key prefix);
 #   - kube-apiserver and etcd for envtest (hack/testbins.sh, cached in bin/);
 #   - Alertmanager for test/e2e (hack/alertmanager.sh, cached in bin/);
-#   - Helm and the KEDA and prometheus-operator CRDs for test/deploy
-#     (hack/helm.sh, hack/crds.sh, cached in bin/).
+#   - Helm, kustomize and the KEDA and prometheus-operator CRDs for
+#     test/deploy (hack/helm.sh, hack/kustomize.sh, hack/crds.sh, cached in
+#     bin/).
 # Prints the KUBEBUILDER_ASSETS directory on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,6 @@ fi
 # Its stdout goes to stderr: the last stdout line here is KUBEBUILDER_ASSETS.
 hack/alertmanager.sh >&2
 hack/helm.sh >&2
+hack/kustomize.sh >&2
 hack/crds.sh >&2
 hack/testbins.sh
