@@ -19,10 +19,8 @@ import (
 )
 
 // printConfigRenders are the renders whose ConfigMap and environment the
-// stage binaries load. helm-secured joins them once pkg/config has the
-// bus.auth.* and redis.password_file / redis.tls.* keys (CREDENTIALS.md):
-// until then its secret-file variables name keys the binaries do not know.
-var printConfigRenders = []string{"helm-default", "helm-dev", "helm-ha", "kustomize-dev", "kustomize-ha"}
+// stage binaries load: all of them.
+var printConfigRenders = []string{"helm-default", "helm-dev", "helm-ha", "helm-secured", "kustomize-dev", "kustomize-ha"}
 
 // TestRender_configLoadsInEveryStage runs each stage binary with its
 // rendered command line, the rendered config.yaml and the container's
@@ -90,7 +88,16 @@ func TestRender_configLoadsInEveryStage(t *testing.T) {
 			if stage == "receiver" {
 				assert.Equal(t, "/etc/stormweir/webhook/tokens", dig(printed, "receiver", "auth", "token_file"), where)
 			}
-			if strings.HasSuffix(name, "-ha") {
+			if name == "helm-secured" {
+				assert.Equal(t, "/etc/stormweir/nats/creds", dig(printed, "bus", "auth", "creds_file"), where)
+				assert.Equal(t, "/etc/stormweir/nats-tls/tls.crt", dig(printed, "bus", "tls", "cert_file"), where)
+				assert.Equal(t, stage == "writer", dig(printed, "bus", "manage_streams"), "%s: only the writer manages the streams", where)
+				if stage != "receiver" {
+					assert.Equal(t, "/etc/stormweir/redis/password", dig(printed, "redis", "password_file"), where)
+					assert.Equal(t, true, dig(printed, "redis", "tls", "enabled"), where)
+				}
+			}
+			if strings.HasSuffix(name, "-ha") || name == "helm-secured" {
 				assert.Equal(t, 3, dig(printed, "bus", "signals", "replicas"), "%s: R3 streams on the NATS cluster", where)
 				assert.Equal(t, "sentinel", dig(printed, "redis", "mode"), where)
 			} else {

@@ -193,6 +193,9 @@ use Redis. (dict "root" $ "stage" "writer")
 {{- define "stormweir.secretEnv" -}}
 {{- $v := .root.Values -}}
 {{- $m := $v.nats.auth.method -}}
+{{- if and (ne $m "none") (ne .stage "writer") }}
+- {name: STORMWEIR_BUS_MANAGE_STREAMS, value: "false"}
+{{- end }}
 {{- if eq $m "creds" }}
 - {name: STORMWEIR_BUS_AUTH_CREDS_FILE, value: /etc/stormweir/nats/creds}
 {{- else if eq $m "userPassword" }}
