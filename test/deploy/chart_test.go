@@ -195,11 +195,24 @@ func envValue(c corev1.Container, name string) string {
 	return ""
 }
 
+// secretVolumes are the secret volumes each render mounts somewhere: the
+// webhook tokens always; the ha renders add a NATS user per stage and the
+// Redis password; helm-secured adds NATS and Redis TLS.
+var secretVolumes = map[string][]string{
+	"helm-default":  {"webhook-tokens"},
+	"helm-dev":      {"webhook-tokens"},
+	"kustomize-dev": {"webhook-tokens"},
+	"helm-ha":       {"webhook-tokens", "nats-auth", "redis-auth"},
+	"kustomize-ha":  {"webhook-tokens", "nats-auth", "redis-auth"},
+	"helm-secured":  {"webhook-tokens", "nats-auth", "nats-tls", "redis-auth", "redis-tls"},
+}
+
 // TestRender_secretsOnlyWhereUsed: webhook tokens reach the receiver only,
 // the Redis password the stages that use Redis, NATS credentials every
-// stage, and an API token the writer only.
+// stage (each its own), and an API token the writer only.
 func TestRender_secretsOnlyWhereUsed(t *testing.T) {
-	// Secret volume name → stages that must mount it (all others must not).
+	// Secret volume name → stages that must mount it when the render has
+	// it (all others must not).
 	mounts := map[string][]string{
 		"webhook-tokens": {"receiver"},
 		"nats-auth":      {"receiver", "deduper", "aggregator", "writer"},
@@ -211,6 +224,7 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 	envs := map[string]string{
 		"STORMWEIR_RECEIVER_AUTH_TOKEN_FILE": "webhook-tokens",
 		"STORMWEIR_BUS_AUTH_CREDS_FILE":      "nats-auth",
+		"STORMWEIR_BUS_AUTH_PASSWORD_FILE":   "nats-auth",
 		"STORMWEIR_BUS_TLS_CA_FILE":          "nats-tls",
 		"STORMWEIR_BUS_TLS_CERT_FILE":        "nats-tls",
 		"STORMWEIR_BUS_TLS_KEY_FILE":         "nats-tls",
@@ -218,7 +232,9 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 		"STORMWEIR_REDIS_TLS_CA_FILE":        "redis-tls",
 	}
 	for _, r := range renders(t) {
-		secured := r.spec.name == "helm-secured"
+		enabled, ok := secretVolumes[r.spec.name]
+		require.True(t, ok, "%s: which secrets does it mount?", r.spec.name)
+		natsSecrets := map[string]string{}
 		for stage, p := range r.stagePods(t) {
 			where := r.spec.name + " " + stage
 			vols := map[string]corev1.Volume{}
@@ -228,12 +244,20 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 				}
 				assert.Nil(t, v.Projected, "%s: projected volume %s", where, v.Name)
 			}
-			for vol, stages := range mounts {
-				want := contains(stages, stage) && (secured || vol == "webhook-tokens")
-				_, got := vols[vol]
-				assert.Equal(t, want, got, "%s: secret volume %s mounted", where, vol)
+			var want []string
+			for _, vol := range enabled {
+				if contains(mounts[vol], stage) {
+					want = append(want, vol)
+				}
 			}
-			assert.Len(t, vols, len(mountedIn(mounts, stage, secured)), "%s: no other secret volumes", where)
+			got := make([]string, 0, len(vols))
+			for vol := range vols {
+				got = append(got, vol)
+			}
+			assert.ElementsMatch(t, want, got, "%s: secret volumes", where)
+			if v, ok := vols["nats-auth"]; ok {
+				natsSecrets[stage] = v.Secret.SecretName
+			}
 			c := p.spec.Containers[0]
 			for env, vol := range envs {
 				if v := envValue(c, env); v != "" {
@@ -246,13 +270,20 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 					assert.True(t, mounted, "%s: %s=%s is not under the %s mount", where, env, v, vol)
 				}
 			}
-			if secured {
-				assert.NotEmpty(t, envValue(c, "STORMWEIR_BUS_AUTH_CREDS_FILE"), "%s: NATS creds file", where)
-				assert.Equal(t, stage != "receiver", envValue(c, "STORMWEIR_REDIS_PASSWORD_FILE") != "", "%s: Redis password file", where)
+			if _, ok := vols["nats-auth"]; ok {
+				assert.Equal(t, stage == "writer", envValue(c, "STORMWEIR_BUS_MANAGE_STREAMS") == "",
+					"%s: only the writer manages the streams", where)
 			}
 			token := p.spec.AutomountServiceAccountToken
 			require.NotNil(t, token, "%s: automountServiceAccountToken unset", where)
 			assert.Equal(t, stage == "writer", *token, "%s: API token mounted", where)
+		}
+		if len(natsSecrets) > 0 {
+			distinct := map[string]bool{}
+			for _, name := range natsSecrets {
+				distinct[name] = true
+			}
+			assert.Len(t, distinct, 4, "%s: each stage its own NATS Secret: %v", r.spec.name, natsSecrets)
 		}
 	}
 }
@@ -264,16 +295,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func mountedIn(mounts map[string][]string, stage string, secured bool) []string {
-	var out []string
-	for vol, stages := range mounts {
-		if contains(stages, stage) && (secured || vol == "webhook-tokens") {
-			out = append(out, vol)
-		}
-	}
-	return out
 }
 
 // TestRender_haScalesEveryStage: in both ha renders every stage has a

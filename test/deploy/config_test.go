@@ -88,14 +88,24 @@ func TestRender_configLoadsInEveryStage(t *testing.T) {
 			if stage == "receiver" {
 				assert.Equal(t, "/etc/stormweir/webhook/tokens", dig(printed, "receiver", "auth", "token_file"), where)
 			}
-			if name == "helm-secured" {
+			switch name {
+			case "helm-ha", "kustomize-ha":
+				assert.Equal(t, stage, dig(printed, "bus", "auth", "user"), "%s: its own NATS user", where)
+				assert.Equal(t, "/etc/stormweir/nats/password", dig(printed, "bus", "auth", "password_file"), where)
+			case "helm-secured":
 				assert.Equal(t, "/etc/stormweir/nats/creds", dig(printed, "bus", "auth", "creds_file"), where)
 				assert.Equal(t, "/etc/stormweir/nats-tls/tls.crt", dig(printed, "bus", "tls", "cert_file"), where)
-				assert.Equal(t, stage == "writer", dig(printed, "bus", "manage_streams"), "%s: only the writer manages the streams", where)
 				if stage != "receiver" {
-					assert.Equal(t, "/etc/stormweir/redis/password", dig(printed, "redis", "password_file"), where)
 					assert.Equal(t, true, dig(printed, "redis", "tls", "enabled"), where)
 				}
+			}
+			if len(secretVolumes[name]) > 1 {
+				assert.Equal(t, stage == "writer", dig(printed, "bus", "manage_streams"), "%s: only the writer manages the streams", where)
+				want := ""
+				if stage != "receiver" {
+					want = "/etc/stormweir/redis/password"
+				}
+				assert.Equal(t, want, dig(printed, "redis", "password_file"), where)
 			}
 			if strings.HasSuffix(name, "-ha") || name == "helm-secured" {
 				assert.Equal(t, 3, dig(printed, "bus", "signals", "replicas"), "%s: R3 streams on the NATS cluster", where)
