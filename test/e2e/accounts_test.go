@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -177,13 +179,23 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 	t.Cleanup(pr.Close)
 
 	// The writer's bus side: its durable consumer and worker loop, with a
-	// handler that keeps what arrives and refuses the poison.
+	// handler that keeps what arrives, refuses the poison and holds a
+	// "hold" message until released.
 	got := make(chan *bus.Msg, 16)
+	release := make(chan struct{})
 	w, err := wrt.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.ConsumerSpec{Stage: writer.Stage, Stream: bus.StreamIncidents, Subjects: []string{s.subj.AllIncidents()}},
-		Handler: bus.HandlerFunc(func(_ context.Context, m *bus.Msg) ([]bus.Output, error) {
+		Handler: bus.HandlerFunc(func(hctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 			if bytes.Equal(m.Data, []byte("poison")) {
 				return nil, bus.Permanent(errors.New("poison"))
+			}
+			if bytes.Equal(m.Data, []byte("hold")) {
+				select {
+				case <-release:
+					return nil, nil
+				case <-hctx.Done():
+					return nil, hctx.Err()
+				}
 			}
 			got <- m
 			return nil, nil
@@ -236,6 +248,20 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 			"the %s dead-lettered its poison", stage)
 	}
 
+	// Each worker stage reads its own gauges with its own user: its DLQ
+	// depth (DLQ stream info), and, while the writer holds a message, the
+	// writer's oldest unprocessed age (a message read from its stream).
+	procs := map[string]*service.Process{dedup.StageName: pd.Process, storm.StageName: pa.Process, writer.Stage: wrt}
+	for stage, p := range procs {
+		require.Eventually(t, func() bool { return gauge(t, p.Metrics.DLQMessages, stage) == 1 }, 15*time.Second, 50*time.Millisecond,
+			"the %s's DLQ depth gauge", stage)
+	}
+	_, err = pa.Process.Publisher().Publish(ctx, bus.Output{Subject: s.subj.IncidentsOpen(), Data: []byte("hold"), MsgID: "hold"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return gauge(t, wrt.Metrics.OldestUnprocessedAge, writer.Stage) > 0 }, 15*time.Second, 50*time.Millisecond,
+		"the writer's oldest unprocessed age while it holds a message")
+	close(release)
+
 	// Every process's readiness probe (JetStream account info) answers,
 	// and after a round trip on each connection no refusal is pending.
 	for user, p := range map[string]*service.Process{"receiver": pr.Process, "deduper": pd.Process, "aggregator": pa.Process, "writer": wrt} {
@@ -244,6 +270,14 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 		assert.NoError(t, p.Bus.NC.LastError(), "%s: nothing refused", user)
 	}
 	assert.Empty(t, rec.matching("refused"), "no operation was refused")
+}
+
+// gauge reads one stage's value of a gauge vector.
+func gauge(t testing.TB, g *prometheus.GaugeVec, stage string) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, g.WithLabelValues(stage).Write(&m))
+	return m.GetGauge().GetValue()
 }
 
 // TestAccounts_refusesWhatAStageMayNot checks each rule of the account
