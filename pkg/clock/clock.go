@@ -1,50 +1,46 @@
 // Package clock is the time source of every time-based decision (dedup
-// windows, storm windows, coalescing), so tests drive time instead of
-// sleeping.
+// windows, storm windows and their sweeper, write spacing, memo expiry,
+// token re-reads), so tests and replays drive time instead of sleeping.
+//
+// It is a thin layer over k8s.io/utils/clock, which client-go already
+// brings in: Real is its RealClock, Fake wraps its FakeClock. Clock names
+// only the methods whose fake behaves like the real one:
+//
+//   - no AfterFunc: the fake runs the callback while it holds its own
+//     lock, so a callback that reads the clock deadlocks;
+//   - no NewTicker or Tick: a stopped fake ticker stays registered, so
+//     Fake.Waiters could no longer tell a test what is armed; a loop
+//     re-arms a Timer instead;
+//   - no Sleep or After: the fake Sleep moves the fake time, and After
+//     cannot be stopped.
+//
+// Code that waits on a network (request timeouts, reconnect and retry
+// backoff, drain budgets) keeps the wall clock: those waits are about the
+// world, not about the stream's time.
 package clock
 
 import (
-	"sync"
 	"time"
+
+	k8sclock "k8s.io/utils/clock"
 )
 
-// Clock tells the time.
+// Clock tells the time and arms timers.
 type Clock interface {
 	Now() time.Time
+	Since(t time.Time) time.Duration
+	// NewTimer returns a timer that fires once, d from now.
+	NewTimer(d time.Duration) Timer
 }
+
+// Timer is a Clock's one-shot timer: C fires once the time is reached,
+// Stop disarms it, Reset re-arms it (after a receive from C or a Stop).
+type Timer = k8sclock.Timer
 
 // Real is the wall clock.
-type Real struct{}
+type Real = k8sclock.RealClock
 
-// Now returns time.Now().
-func (Real) Now() time.Time { return time.Now() }
-
-// Fake is a clock that only moves when told to; safe for concurrent use.
-type Fake struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewFake returns a Fake set to start.
-func NewFake(start time.Time) *Fake { return &Fake{now: start} }
-
-// Now returns the fake time.
-func (f *Fake) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-// Advance moves the fake time forward by d.
-func (f *Fake) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-}
-
-// Set moves the fake time to t.
-func (f *Fake) Set(t time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = t
-}
+var (
+	_ Clock = Real{}
+	_ Clock = (*Fake)(nil)
+)
