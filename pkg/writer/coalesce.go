@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	"github.com/stormweir/stormweir/pkg/clock"
 )
 
 // maxConflictRetries bounds the re-read-and-reapply loop of one flush when
@@ -59,28 +61,52 @@ const errRevisionRegress = "observedRevision must not decrease"
 // observedRevision never decreases: a rejected write makes the flush
 // re-read the request and re-run its mutations, which are revision guarded
 // and therefore safe to re-run.
+//
+// Time: spacings are measured on the injected clock, and one timer of
+// that clock (in run) serves every request waiting for its spacing, so a
+// fake clock decides exactly when each write happens. Ownership: every
+// flush runs in the flushes group under flushCtx; run ends them at
+// shutdown (a bounded drain, then cancel) before it returns.
 type coalescer struct {
 	c            client.Client
 	fieldManager string
 	interval     time.Duration
 	maxInterval  time.Duration
+	clk          clock.Clock
 	calls        *apiCalls
 	m            *metrics
 	log          *slog.Logger
 
+	// flushes are the writes in progress. flushCtx is theirs: run
+	// cancels it at shutdown once the drain budget is spent.
+	flushes     sync.WaitGroup
+	flushCtx    context.Context
+	stopFlushes context.CancelFunc
+
 	mu      sync.Mutex
 	entries map[types.NamespacedName]*entry
+	// due holds the entries waiting for their spacing, soonest first.
+	due dueQueue
+	// timer (set by run) fires at the sooner of due's first time and
+	// nextSweep. Whoever changes either re-arms it at once, under mu, so
+	// once an update waits, the timer is armed for it.
+	timer     clock.Timer
+	nextSweep time.Time
+	// closed: run has stopped; no flush starts any more.
+	closed bool
 }
 
 type entry struct {
 	key types.NamespacedName
 	// Guarded by coalescer.mu.
-	pending   []*pendingMutation
-	inflight  []*pendingMutation
-	flushing  bool
-	timer     *time.Timer
-	due       time.Time // when timer fires
-	urgent    bool      // a pending update skips the spacing
+	pending  []*pendingMutation
+	inflight []*pendingMutation
+	flushing bool
+	// due is when the pending updates are written; index is the entry's
+	// place in coalescer.due, -1 when it is not waiting there.
+	due       time.Time
+	index     int
+	urgent    bool // a pending update skips the spacing
 	lastFlush time.Time
 	// spacing is the least time between two writes; see coalescer.
 	spacing time.Duration
@@ -124,11 +150,17 @@ type submitResult struct {
 	err        error
 }
 
-func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, m *metrics, log *slog.Logger) *coalescer {
-	return &coalescer{
-		c: c, fieldManager: fieldManager, interval: interval, maxInterval: max(interval, maxInterval),
+func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, clk clock.Clock, m *metrics, log *slog.Logger) *coalescer {
+	co := &coalescer{
+		c: c, fieldManager: fieldManager, interval: interval, maxInterval: max(interval, maxInterval), clk: clk,
 		calls: newAPICalls(10 * time.Second), m: m, log: log, entries: map[types.NamespacedName]*entry{},
 	}
+	co.flushCtx, co.stopFlushes = context.WithCancel(context.Background())
+	return co
+}
+
+func (co *coalescer) newEntry(key types.NamespacedName) *entry {
+	return &entry{key: key, index: -1, spacing: co.interval}
 }
 
 // seed records the state of a request the writer just created (with its
@@ -141,7 +173,9 @@ func (co *coalescer) seed(rr *v1alpha1.RemediationRequest) {
 	if _, ok := co.entries[key]; ok {
 		return
 	}
-	co.entries[key] = &entry{key: key, loaded: true, base: owned(&rr.Status), lastFlush: time.Now(), spacing: co.interval}
+	e := co.newEntry(key)
+	e.loaded, e.base, e.lastFlush = true, owned(&rr.Status), co.clk.Now()
+	co.entries[key] = e
 }
 
 // submit queues u for the request key and waits until a write that
@@ -152,7 +186,7 @@ func (co *coalescer) submit(ctx context.Context, key types.NamespacedName, u upd
 	co.mu.Lock()
 	e := co.entries[key]
 	if e == nil {
-		e = &entry{key: key, spacing: co.interval}
+		e = co.newEntry(key)
 		co.entries[key] = e
 	}
 	pm, stale := co.matchLocked(e, u)
@@ -217,11 +251,11 @@ func (co *coalescer) matchLocked(e *entry, u update) (same *pendingMutation, sta
 	return nil, false
 }
 
-// schedule starts a flush of e now or when its spacing (the base interval
-// when an urgent update waits) has passed since the last write. Called
-// with co.mu held.
+// schedule starts a flush of e now, or queues e to be started by run
+// when its spacing (the base interval when an urgent update waits) has
+// passed since the last write. Called with co.mu held.
 func (co *coalescer) schedule(e *entry) {
-	if e.flushing || len(e.pending) == 0 {
+	if e.flushing || len(e.pending) == 0 || co.closed {
 		return
 	}
 	spacing := e.spacing
@@ -229,30 +263,50 @@ func (co *coalescer) schedule(e *entry) {
 		spacing = co.interval
 	}
 	due := e.lastFlush.Add(spacing)
-	if e.timer != nil {
-		if !due.Before(e.due) {
+	now := co.clk.Now()
+	if due.After(now) {
+		switch {
+		case e.index < 0:
+			e.due = due
+			heap.Push(&co.due, e)
+		case due.Before(e.due):
+			// An urgent update moved the write forward.
+			e.due = due
+			heap.Fix(&co.due, e.index)
+		default:
 			return
 		}
-		// An urgent update moved the write forward.
-		e.timer.Stop()
-		e.timer = nil
-	}
-	if wait := time.Until(due); wait > 0 {
-		var t *time.Timer
-		t = time.AfterFunc(wait, func() {
-			co.mu.Lock()
-			defer co.mu.Unlock()
-			if e.timer != t {
-				return // stopped and replaced while waiting for the lock
-			}
-			e.timer = nil
-			co.schedule(e)
-		})
-		e.timer, e.due = t, due
+		if e.index == 0 {
+			co.rearmLocked(now)
+		}
 		return
 	}
+	if e.index >= 0 {
+		heap.Remove(&co.due, e.index)
+	}
 	e.flushing = true
-	go co.flush(e)
+	co.flushes.Go(func() { co.flush(e) })
+}
+
+// rearmLocked points run's timer at the sooner of the first due write and
+// the next sweep. co.mu held; nothing to do before run started.
+func (co *coalescer) rearmLocked(now time.Time) {
+	if co.timer == nil {
+		return
+	}
+	at := co.nextSweep
+	if len(co.due) > 0 && co.due[0].due.Before(at) {
+		at = co.due[0].due
+	}
+	// A timer that fired meanwhile only makes run look again.
+	co.timer.Reset(at.Sub(now))
+}
+
+// startDueLocked starts the flushes due by now; co.mu held.
+func (co *coalescer) startDueLocked(now time.Time) {
+	for len(co.due) > 0 && !co.due[0].due.After(now) {
+		co.schedule(heap.Pop(&co.due).(*entry))
+	}
 }
 
 func (co *coalescer) flush(e *entry) {
@@ -266,7 +320,7 @@ func (co *coalescer) flush(e *entry) {
 	co.mu.Lock()
 	e.flushing, e.inflight = false, nil
 	if wrote {
-		now := time.Now()
+		now := co.clk.Now()
 		if !e.lastFlush.IsZero() && now.Sub(e.lastFlush) <= e.spacing+co.maxInterval {
 			// Written again soon after its spacing ran out: a busy
 			// request. (Comparing with maxInterval alone would reset
@@ -292,8 +346,9 @@ func (co *coalescer) flush(e *entry) {
 // result, re-reading and retrying on a resourceVersion conflict.
 func (co *coalescer) write(e *entry, batch []*pendingMutation) (changed []bool, wrote bool, err error) {
 	// Each attempt may queue for an API slot before its own timeout starts;
-	// the extra minute bounds that queueing.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(maxConflictRetries+1)*co.calls.timeout+time.Minute)
+	// the extra minute bounds that queueing. At shutdown run cancels
+	// flushCtx once the drain budget is spent.
+	ctx, cancel := context.WithTimeout(co.flushCtx, time.Duration(maxConflictRetries+1)*co.calls.timeout+time.Minute)
 	defer cancel()
 	changed = make([]bool, len(batch))
 	for attempt := 0; ; attempt++ {
@@ -368,23 +423,100 @@ func (co *coalescer) sweep(idle time.Duration) {
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	for k, e := range co.entries {
-		if !e.flushing && e.timer == nil && len(e.pending) == 0 && time.Since(e.lastFlush) > idle {
+		if !e.flushing && e.index < 0 && len(e.pending) == 0 && co.clk.Since(e.lastFlush) > idle {
 			delete(co.entries, k)
 		}
 	}
 }
 
-// run sweeps idle entries, and calls also, every minute until ctx ends.
-func (co *coalescer) run(ctx context.Context, also func()) error {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
+// sweepInterval is how often run forgets idle requests (and calls also).
+const sweepInterval = time.Minute
+
+// run starts the flushes of waiting requests when their spacing has
+// passed, and every sweepInterval forgets idle requests and calls also,
+// all on one timer of the clock, until ctx ends. Then it lets the flushes
+// in progress finish within drain, cancels the rest and waits for them:
+// no write outlives run. Updates still waiting for their spacing are not
+// written; their messages are not acked and come back.
+func (co *coalescer) run(ctx context.Context, drain time.Duration, also func()) error {
+	co.mu.Lock()
+	now := co.clk.Now()
+	co.nextSweep = now.Add(sweepInterval)
+	co.timer = co.clk.NewTimer(sweepInterval)
+	co.startDueLocked(now)
+	co.rearmLocked(now)
+	co.mu.Unlock()
+	defer co.timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			co.stop(drain)
 			return nil
-		case <-t.C:
-			co.sweep(2*co.maxInterval + time.Minute)
+		case <-co.timer.C():
+		}
+		now := co.clk.Now()
+		co.mu.Lock()
+		sweep := !now.Before(co.nextSweep)
+		co.mu.Unlock()
+		if sweep {
+			co.sweep(2*co.maxInterval + sweepInterval)
 			also()
 		}
+		co.mu.Lock()
+		if sweep {
+			co.nextSweep = now.Add(sweepInterval)
+		}
+		co.startDueLocked(now)
+		co.rearmLocked(now)
+		co.mu.Unlock()
 	}
+}
+
+// stop closes the coalescer and ends its flushes: those in progress get
+// drain to finish, then their context is canceled.
+func (co *coalescer) stop(drain time.Duration) {
+	co.mu.Lock()
+	co.closed = true
+	co.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		co.flushes.Wait()
+		close(done)
+	}()
+	// The drain budget bounds API calls in progress: wall-clock time.
+	budget := time.NewTimer(drain)
+	defer budget.Stop()
+	select {
+	case <-done:
+	case <-budget.C:
+		co.log.Warn("status writes still running at shutdown; canceling them", "budget", drain)
+	}
+	co.stopFlushes()
+	<-done
+}
+
+// dueQueue is a heap of entries by due time (container/heap).
+type dueQueue []*entry
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q dueQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+
+func (q *dueQueue) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*q)
+	*q = append(*q, e)
+}
+
+func (q *dueQueue) Pop() any {
+	old := *q
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = nil
+	e.index = -1
+	*q = old[:n-1]
+	return e
 }

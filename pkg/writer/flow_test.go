@@ -34,39 +34,56 @@ func setPhase(ctx context.Context, ns, name, phase string) error {
 	return admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("remediator"))
 }
 
-func TestWriter_coalescesOccurrenceFlood(t *testing.T) {
-	h := startWriter(t)
-	ns := h.namespace("prod-"+h.id, nil)
-	fp := fingerprintOf("flood-" + h.id)
-	id := "i" + h.id + "flood"
-	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
-	before := h.writes()
-
-	start := time.Now()
-	h.open(e)
-	const updates = 1000
-	for rev := int64(2); rev <= updates+1; rev++ {
+// updates publishes occurrence updates of e with revisions from..to, each
+// revision's count equal to it.
+func (h *harness) updates(e incident.Event, from, to int64) {
+	h.t.Helper()
+	for rev := from; rev <= to; rev++ {
 		u := e
 		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
 		h.update(u)
 	}
-	published := time.Since(start)
-	require.Less(t, published, 2*time.Second, "the flood must be published within 2s")
-	h.waitAcked(updates+1, 30*time.Second)
+}
+
+// t=0: a request is created. A flood of 1,000 updates at t=0 costs not one
+// write until its spacing has passed; at t=coalesce_interval one write
+// carries the newest revision. Every older message was acked without a
+// write, as stale or superseded.
+func TestWriter_coalescesOccurrenceFlood(t *testing.T) {
+	h := startWriter(t)
+	interval := h.p.Config.Writer.CoalesceInterval
+	ns := h.namespace("prod-"+h.id, nil)
+	fp := fingerprintOf("flood-" + h.id)
+	id := "i" + h.id + "flood"
+	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
+	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	created := h.clk.Now()
+	before := h.writes()
+
+	const updates = 1000
+	h.updates(e, 2, updates+1)
+	st := h.settle()
+	assert.Equal(t, 1, st.pending, "only the newest revision waits")
+	assert.Equal(t, created.Add(interval), st.next, "its write is due one interval after the create")
+	assert.EqualValues(t, updates, h.acked(), "the create and every older revision are acked")
+	assert.Zero(t, h.writes()-before, "nothing is written within the spacing")
+
+	h.advance(interval)
+	assert.EqualValues(t, updates+1, h.acked())
+	assert.Equal(t, 1.0, h.writes()-before, "one write for the whole flood")
 	rr := get(t, ns, id)
 	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "final count is exact")
 	assert.EqualValues(t, updates+1, rr.Status.ObservedRevision)
-	writes := h.writes() - before
-	t.Logf("%d occurrence updates published in %s → %v API writes (1 create + status applies), %v coalesced",
-		updates, published.Round(time.Millisecond), writes, counterValue(h.w.m.coalesced))
-	assert.LessOrEqual(t, writes, 40.0, "a flood must cost a few dozen writes at most")
+	assert.EqualValues(t, updates-1, counterValue(h.w.m.coalesced)+counterValue(h.w.m.skipped.WithLabelValues(skipStale)),
+		"every older revision was superseded or stale")
 	assert.Zero(t, h.result(bus.ResultNak))
 }
 
-// With two handler slots and a long write spacing, a flood on one
-// request can only drain if older revisions are released as soon as a
-// newer one is queued: waiting for the write would let two messages
-// through per spacing.
+// With two handler slots, a flood on one request can only drain if older
+// revisions are released as soon as a newer one is queued: were they
+// held until the write, two handlers would hold the whole flood. On a
+// clock that does not move, every message but the newest is acked.
 func TestWriter_floodOnOneRequestHoldsOneHandler(t *testing.T) {
 	h := startWriter(t, func(c *config.Config) {
 		c.Writer.Concurrency = 2
@@ -77,24 +94,31 @@ func TestWriter_floodOnOneRequestHoldsOneHandler(t *testing.T) {
 	id := "i" + h.id + "slots"
 	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
 	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	before := h.writes()
 	const updates = 300
-	for rev := int64(2); rev <= updates+1; rev++ {
-		u := e
-		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
-		h.update(u)
-	}
-	h.waitAcked(updates+1, 30*time.Second)
+	h.updates(e, 2, updates+1)
+	st := h.settle()
+	assert.Equal(t, 1, st.pending)
+	assert.EqualValues(t, updates, h.acked(), "299 updates acked while the clock stands still")
+
+	h.advance(time.Second)
+	assert.EqualValues(t, updates+1, h.acked())
+	assert.Equal(t, 1.0, h.writes()-before)
 	rr := get(t, ns, id)
 	assert.EqualValues(t, updates+1, rr.Status.Occurrences.Count, "the newest revision is written")
-	assert.GreaterOrEqual(t, counterValue(h.w.m.coalesced), float64(updates-30), "older revisions ride on newer ones")
+	assert.EqualValues(t, updates-1, counterValue(h.w.m.coalesced)+counterValue(h.w.m.skipped.WithLabelValues(skipStale)))
 	assert.Zero(t, h.result(bus.ResultNak))
 }
 
-// A request updated again and again has its writes spaced further apart
-// (doubling up to coalesce_max_interval), while each update still lands.
+// A request updated every 2s, with coalesce_interval 1s and
+// coalesce_max_interval 8s: its spacing doubles at each write (1s, 2s, 4s,
+// 8s) and then stays at 8s, so the writes happen at exactly these times.
+// Each update still lands. After a quiet minute the next update is written
+// at once and the spacing is back to 1s.
 func TestWriter_busyRequestWritesBackOff(t *testing.T) {
 	h := startWriter(t, func(c *config.Config) {
-		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = 50*time.Millisecond, time.Second
+		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = time.Second, 8*time.Second
 	})
 	ns := h.namespace("prod-"+h.id, nil)
 	fp := fingerprintOf("busy-" + h.id)
@@ -102,26 +126,54 @@ func TestWriter_busyRequestWritesBackOff(t *testing.T) {
 	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
 	h.open(e)
 	h.waitAcked(1, 10*time.Second)
+	t0 := h.clk.Now()
 	before := h.writes()
-	const updates = 40
-	for rev := int64(2); rev <= updates+1; rev++ {
-		u := e
-		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
-		h.update(u)
-		// Slower than coalesce_interval: at a fixed spacing every update
-		// would cost a write of its own.
-		time.Sleep(100 * time.Millisecond)
+
+	var writtenAt []time.Duration
+	written := func() {
+		for n := int(h.writes() - before); len(writtenAt) < n; {
+			writtenAt = append(writtenAt, h.clk.Since(t0))
+		}
 	}
-	h.waitAcked(updates+1, 20*time.Second)
-	writes := h.writes() - before
-	t.Logf("%d updates 100ms apart → %v writes", updates, writes)
-	assert.EqualValues(t, updates+1, get(t, ns, id).Status.Occurrences.Count)
-	assert.LessOrEqual(t, writes, float64(updates/3), "a busy request's writes back off")
+	rev := int64(1)
+	for range 20 { // an update at t=2s, 4s, …, 40s
+		h.advance(2 * time.Second)
+		written()
+		rev++
+		h.updates(e, rev, rev)
+		h.settle()
+		written()
+	}
+	st := h.settle()
+	require.Equal(t, 1, st.pending, "the update of t=40s waits")
+	assert.Equal(t, t0.Add(48*time.Second), st.next)
+	h.advance(8 * time.Second)
+	written()
+	sec := time.Second
+	assert.Equal(t, []time.Duration{2 * sec, 4 * sec, 8 * sec, 16 * sec, 24 * sec, 32 * sec, 40 * sec, 48 * sec}, writtenAt,
+		"20 updates, 8 writes")
+	assert.EqualValues(t, rev, get(t, ns, id).Status.Occurrences.Count)
+	assert.EqualValues(t, rev, h.acked())
+
+	// A minute later the request is quiet: written at once, spacing reset.
+	h.advance(time.Minute)
+	rev++
+	h.updates(e, rev, rev)
+	h.settle()
+	assert.Len(t, writtenAt, 8)
+	written()
+	assert.Equal(t, 108*sec, writtenAt[8], "a quiet request's update is written at once")
+	rev++
+	h.updates(e, rev, rev)
+	st = h.settle()
+	assert.Equal(t, t0.Add(109*time.Second), st.next, "and its spacing is coalesce_interval again")
+	h.advance(time.Second)
+	assert.EqualValues(t, rev, get(t, ns, id).Status.Occurrences.Count)
 }
 
 // A resolve is written after coalesce_interval even on a request whose
-// writes have backed off to a long spacing: readers must not wait 12 s to
-// see that the signal stopped firing.
+// writes have backed off to a long spacing: readers must not wait 12.8s
+// to see that the signal stopped firing.
 func TestWriter_resolveSkipsTheBusySpacing(t *testing.T) {
 	h := startWriter(t, func(c *config.Config) {
 		c.Writer.CoalesceInterval, c.Writer.CoalesceMaxInterval = 100*time.Millisecond, 30*time.Second
@@ -132,26 +184,38 @@ func TestWriter_resolveSkipsTheBusySpacing(t *testing.T) {
 	e := event(fp, id, 1, 1, ns, signal.SeverityWarning)
 	h.open(e)
 	h.waitAcked(1, 10*time.Second)
+	before := h.writes()
+	// Each update comes exactly when the spacing has run out, so it is
+	// written at once and the spacing doubles: 0.1s, 0.2s, …, 12.8s.
 	rev := int64(1)
-	// Updates just past the spacing each time, until it is 12.8 s.
-	for range 7 {
+	for spacing := 100 * time.Millisecond; spacing <= 6400*time.Millisecond; spacing *= 2 {
+		h.advance(spacing)
 		rev++
-		u := e
-		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
-		h.update(u)
-		h.waitAcked(int(rev), 40*time.Second)
+		h.updates(e, rev, rev)
+		h.settle()
 	}
+	require.Equal(t, 7.0, h.writes()-before, "each of the 7 updates written at once")
+	lastWrite := h.clk.Now()
+
 	rev++
 	r := e
 	r.Decision, r.Revision, r.Count, r.State = incident.DecisionResolved, rev, rev-1, incident.StateResolved
-	r.ResolvedAt = time.Now().UTC()
+	r.ResolvedAt = h.clk.Now()
 	h.update(r)
-	h.waitAcked(int(rev), 5*time.Second)
+	st := h.settle()
+	require.Equal(t, 1, st.pending)
+	assert.Equal(t, lastWrite.Add(100*time.Millisecond), st.next, "the resolve is due after coalesce_interval, not 12.8s")
+	h.advance(100 * time.Millisecond)
+	assert.Equal(t, 8.0, h.writes()-before)
 	rr := get(t, ns, id)
 	require.NotNil(t, rr.Status.Signal)
 	assert.Equal(t, v1alpha1.SignalResolved, rr.Status.Signal.State)
 }
 
+// The remediation controller writes status.phase back to back while the
+// writer writes 100 updates, one write each (the clock is moved to each
+// update's due time): neither side ever conflicts, and each keeps its
+// own fields.
 func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 	h := startWriter(t, func(c *config.Config) { c.Writer.CoalesceInterval = 50 * time.Millisecond })
 	ctx := context.Background()
@@ -162,14 +226,13 @@ func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 	h.open(e)
 	h.waitAcked(1, 10*time.Second)
 	name := RequestName(id)
+	before := h.writes()
 
-	const updates = 300
+	const updates = 100
 	var ctrlErrs []error
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		phases := []string{"Pending", "Running", "Verifying"}
 		for i := 0; ; i++ {
 			select {
@@ -178,23 +241,23 @@ func TestWriter_remediationControllerOwnsPhase(t *testing.T) {
 					ctrlErrs = append(ctrlErrs, err)
 				}
 				return
-			case <-time.After(5 * time.Millisecond):
+			default:
 			}
 			if err := setPhase(ctx, ns, name, phases[i%len(phases)]); err != nil {
 				ctrlErrs = append(ctrlErrs, err)
 			}
 		}
-	}()
+	})
 	for rev := int64(2); rev <= updates+1; rev++ {
-		u := e
-		u.Decision, u.Revision, u.Count = incident.DecisionOccurrence, rev, rev
-		h.update(u)
-		time.Sleep(2 * time.Millisecond)
+		h.updates(e, rev, rev)
+		st := h.settle()
+		require.Equal(t, 1, st.pending)
+		h.advanceTo(st.next)
 	}
-	h.waitAcked(updates+1, 30*time.Second)
 	close(stop)
 	wg.Wait()
 
+	assert.Equal(t, float64(updates), h.writes()-before, "one write per update")
 	assert.Empty(t, ctrlErrs, "the controller's applies must never conflict")
 	assert.Zero(t, h.result(bus.ResultNak), "the writer's applies must never fail")
 	assert.Zero(t, h.result(bus.ResultDLQ))
@@ -254,7 +317,7 @@ func TestWriter_behindTheDeduperWritesTheRecordsNewestState(t *testing.T) {
 	for _, e := range events[1:] {
 		h.update(e)
 	}
-	h.waitAcked(4, 10*time.Second)
+	h.waitWritten(4, 10*time.Second)
 	assert.Equal(t, 1.0, h.writes()-before, "one create, and the queued events are stale")
 	assert.EqualValues(t, 4, get(t, ns, events[0].IncidentID).Status.Occurrences.Count)
 }
@@ -316,7 +379,7 @@ func TestWriter_foldsIncidentIntoActiveRequest(t *testing.T) {
 	eb := event(fp, b, 2, 4, ns, signal.SeverityWarning)
 	eb.Decision = incident.DecisionOccurrence
 	h.update(eb)
-	h.waitAcked(3, 10*time.Second)
+	h.waitWritten(3, 10*time.Second)
 
 	items := list(t, ns)
 	require.Len(t, items, 1, "no second active request for one fingerprint")
@@ -394,7 +457,7 @@ func TestWriter_writesStormRequest(t *testing.T) {
 	upd.Phase, upd.Revision, upd.Members, upd.Occurrences = incident.StormClosed, 2, 150, 900
 	upd.Affected, upd.AffectedTotal, upd.ClosedAt = affected[:incident.MaxAffected], 150, now.Add(time.Minute)
 	h.publish(h.subj.IncidentsStorm(), upd, "storm:2")
-	h.waitAcked(2, 10*time.Second)
+	h.waitWritten(2, 10*time.Second)
 
 	rr := get(t, ns, s.StormID)
 	require.NotNil(t, rr.Spec.Storm)

@@ -5,14 +5,18 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/stormweir/stormweir/pkg/clock"
 )
 
 // hostMemo remembers, for a short while, which request counts an incident
 // this process just created or folded. The informer cache learns of a new
 // request a few milliseconds after the create; without the memo every
-// update arriving in between would try the create again.
+// update arriving in between would try the create again. Entries expire
+// by the injected clock.
 type hostMemo struct {
 	ttl time.Duration
+	clk clock.Clock
 	mu  sync.Mutex
 	m   map[string]hostEntry
 }
@@ -23,21 +27,21 @@ type hostEntry struct {
 	seen time.Time
 }
 
-func newHostMemo(ttl time.Duration) *hostMemo {
-	return &hostMemo{ttl: ttl, m: map[string]hostEntry{}}
+func newHostMemo(ttl time.Duration, clk clock.Clock) *hostMemo {
+	return &hostMemo{ttl: ttl, clk: clk, m: map[string]hostEntry{}}
 }
 
 func (h *hostMemo) remember(id string, key types.NamespacedName, own bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.m[id] = hostEntry{key: key, own: own, seen: time.Now()}
+	h.m[id] = hostEntry{key: key, own: own, seen: h.clk.Now()}
 }
 
 func (h *hostMemo) lookup(id string) (types.NamespacedName, bool, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.m[id]
-	if !ok || time.Since(e.seen) > h.ttl {
+	if !ok || h.clk.Since(e.seen) > h.ttl {
 		return types.NamespacedName{}, false, false
 	}
 	return e.key, e.own, true
@@ -48,7 +52,7 @@ func (h *hostMemo) prune() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id, e := range h.m {
-		if time.Since(e.seen) > h.ttl {
+		if h.clk.Since(e.seen) > h.ttl {
 			delete(h.m, id)
 		}
 	}

@@ -89,17 +89,21 @@ func runMain(m *testing.M) int {
 }
 
 // harness is one running writer with its own NATS, Redis prefix and
-// namespaces.
+// namespaces, on a fake clock: the writer's spacings, memo and sweeps
+// move only when the test moves the clock.
 type harness struct {
 	t     testing.TB
 	w     *Writer
 	p     *service.Process
+	clk   *clock.Fake
 	store *dedup.RedisStore
 	pub   *bus.Publisher
 	subj  bus.Subjects
 	id    string
 	// fallback is the test's fallback namespace.
 	fallback string
+	// sent counts the messages published by the test.
+	sent int
 }
 
 type harnessOption func(*config.Config)
@@ -111,7 +115,9 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 	nt := testenv.StartNATS(t)
 	rd := testenv.LocalRedis(t)
 	id := testenv.RandomID()[:8]
-	h := &harness{t: t, id: id, fallback: "fb-" + id}
+	// The fake time starts at the wall time, so receipt → write latencies
+	// stay plausible.
+	h := &harness{t: t, id: id, fallback: "fb-" + id, clk: clock.NewFake(time.Now().UTC())}
 	h.namespace(h.fallback, nil)
 
 	cfg := config.Default()
@@ -136,8 +142,8 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 	p, err := service.NewProcess(ctx, cfg, log, "writer-test")
 	require.NoError(t, err)
 	h.p = p
-	h.store = dedup.NewRedisStore(rd.Client, rd.Prefix, cfg.Dedup, clock.Real{})
-	h.w, err = New(ctx, Options{Process: p, Store: h.store, RestConfig: testRest, Clock: clock.Real{}})
+	h.store = dedup.NewRedisStore(rd.Client, rd.Prefix, cfg.Dedup, h.clk)
+	h.w, err = New(ctx, Options{Process: p, Store: h.store, RestConfig: testRest, Clock: h.clk})
 	require.NoError(t, err)
 	h.pub = p.Publisher()
 	h.subj = bus.NewSubjects(cfg.Bus.Prefix)
@@ -157,6 +163,9 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 		p.Close()
 	})
 	require.Eventually(t, func() bool { return h.p.Health.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond, "writer not ready")
+	bctx, cancelWait := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelWait()
+	require.NoError(t, h.clk.BlockUntil(bctx, 1), "the coalescer's timer")
 	return h
 }
 
@@ -178,6 +187,7 @@ func (h *harness) publish(subject string, v any, msgID string) {
 	hdr.Set(bus.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	_, err = h.pub.Publish(context.Background(), bus.Output{Subject: subject, Data: data, MsgID: msgID, Header: hdr})
 	require.NoError(h.t, err, "publishing to %s", subject)
+	h.sent++
 }
 
 func (h *harness) open(e incident.Event) {
@@ -208,11 +218,87 @@ func (h *harness) writes() float64 {
 	return n
 }
 
-// waitAcked waits until the writer acked n messages in total.
+// waitAcked waits until the writer acked n messages in total. It does
+// not move the clock: an update waiting for its request's spacing stays
+// unacked.
 func (h *harness) waitAcked(n int, timeout time.Duration) {
 	h.t.Helper()
 	require.Eventually(h.t, func() bool { return h.acked() >= float64(n) }, timeout, 10*time.Millisecond,
 		"writer acked %v of %d messages", h.acked(), n)
+}
+
+// waitWritten waits until the writer acked n messages in total, moving
+// the fake clock to the due time of each write that waits for its
+// request's spacing (whenever no write is in progress). For tests that
+// do not count writes per spacing.
+func (h *harness) waitWritten(n int, timeout time.Duration) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		if h.acked() >= float64(n) {
+			return true
+		}
+		if st := h.coState(); st.pending > 0 && !st.flushing && st.next.After(h.clk.Now()) {
+			h.clk.Set(st.next)
+		}
+		return false
+	}, timeout, 10*time.Millisecond, "writer acked %v of %d messages", h.acked(), n)
+}
+
+// coalescerState is what the coalescer holds at one instant.
+type coalescerState struct {
+	// pending counts updates waiting for their request's spacing.
+	pending  int
+	flushing bool
+	// next is the soonest due write (zero when none waits).
+	next time.Time
+}
+
+func (h *harness) coState() coalescerState {
+	co := h.w.co
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	var st coalescerState
+	for _, e := range co.entries {
+		st.pending += len(e.pending)
+		st.flushing = st.flushing || e.flushing
+	}
+	if len(co.due) > 0 {
+		st.next = co.due[0].due
+	}
+	return st
+}
+
+// settle waits until every message the test sent is either acked or an
+// update waiting in the coalescer for its request's spacing, and no
+// write is in progress: nothing more happens until the clock moves. Its
+// timer is armed for the waiting updates by then (the coalescer arms it
+// before the update waits).
+func (h *harness) settle() coalescerState {
+	h.t.Helper()
+	var st coalescerState
+	require.Eventually(h.t, func() bool {
+		st = h.coState()
+		return !st.flushing && int(h.acked())+st.pending == h.sent
+	}, 30*time.Second, time.Millisecond, "writer did not settle: %d sent, %v acked, state %+v", h.sent, h.acked(), st)
+	return st
+}
+
+// advance moves the fake clock by d; see advanceTo.
+func (h *harness) advance(d time.Duration) coalescerState {
+	h.t.Helper()
+	return h.advanceTo(h.clk.Now().Add(d))
+}
+
+// advanceTo sets the fake clock to at, then waits until the coalescer
+// has handled what came due (its timer is armed again once it has
+// started the due writes) and the writes are done.
+func (h *harness) advanceTo(at time.Time) coalescerState {
+	h.t.Helper()
+	h.clk.Set(at)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(h.t, h.clk.BlockUntil(ctx, 1), "the coalescer re-arms its timer")
+	return h.settle()
 }
 
 // get reads the request of incident id in ns from the API server.

@@ -34,7 +34,7 @@ func TestWriter_survivesAPIServerRestart(t *testing.T) {
 	}
 
 	send(0, 20)
-	h.waitAcked(40, 20*time.Second)
+	h.waitWritten(40, 20*time.Second)
 	apiServer := testEnv.ControlPlane.APIServer
 	if err := apiServer.Stop(); err != nil {
 		// Killed after StopTimeout: stopped all the same.
@@ -48,14 +48,15 @@ func TestWriter_survivesAPIServerRestart(t *testing.T) {
 	})
 	t.Logf("api server stopped at %s", time.Now().Format("15:04:05.000"))
 	send(20, incidents) // while the API server is away: the writer naks and waits
-	require.Eventually(t, func() bool { return h.result("nak") > 0 }, 10*time.Second, 20*time.Millisecond,
+	// Down long enough for every message of the outage to be refused,
+	// some of them more than once.
+	require.Eventually(t, func() bool { return h.result("nak") >= 2*(incidents-20) }, 20*time.Second, 20*time.Millisecond,
 		"writes fail while the API server is down")
-	time.Sleep(time.Second)
 	require.NoError(t, apiServer.Start(), "restarting the API server")
 	restarted = true
 	t.Logf("api server restarted at %s", time.Now().Format("15:04:05.000"))
 
-	h.waitAcked(2*incidents, 60*time.Second)
+	h.waitWritten(2*incidents, 60*time.Second)
 	t.Logf("all acked at %s", time.Now().Format("15:04:05.000"))
 	items := list(t, ns)
 	byIncident := map[string]int{}

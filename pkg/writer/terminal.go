@@ -22,7 +22,8 @@ import (
 // fingerprint opens a new incident and a new request. It is driven by the
 // request informer and a rate-limited work queue, so a Redis outage only
 // delays the ending, and a restart re-ends every terminal request once
-// (End is idempotent).
+// (End is idempotent). The queue (which runs goroutines of its own) lives
+// from open to close, within the writer's Run.
 type ender struct {
 	store    dedup.Store
 	cache    client.Reader
@@ -40,12 +41,19 @@ type ender struct {
 func newEnder(store dedup.Store, cache client.Reader, terminal map[string]bool, m *metrics, log *slog.Logger) *ender {
 	return &ender{
 		store: store, cache: cache, terminal: terminal, m: m, log: log,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "stormweir-writer-ender"}),
 		done: map[types.UID]int{},
 	}
 }
+
+// open creates the work queue; the handler feeds it from then on.
+func (en *ender) open() {
+	en.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "stormweir-writer-ender"})
+}
+
+// close shuts the queue down (again, when run already did).
+func (en *ender) close() { en.queue.ShutDown() }
 
 // handler is the informer event handler feeding the queue.
 func (en *ender) handler() toolscache.ResourceEventHandler {
@@ -72,10 +80,14 @@ func (en *ender) handler() toolscache.ResourceEventHandler {
 
 // run works the queue until ctx ends.
 func (en *ender) run(ctx context.Context) error {
-	go func() {
+	// The queue's Get blocks without a context: shutting the queue down
+	// is what ends the loop. The goroutine that does it is awaited.
+	var stopper sync.WaitGroup
+	stopper.Go(func() {
 		<-ctx.Done()
 		en.queue.ShutDown()
-	}()
+	})
+	defer stopper.Wait()
 	for {
 		key, shutdown := en.queue.Get()
 		if shutdown {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,7 +82,8 @@ type Options struct {
 	// RestConfig reaches the API server. The writer uses a copy with
 	// writer.qps, writer.burst and a request-counting transport.
 	RestConfig *rest.Config
-	// Clock times receipt → write latency; the wall clock when nil.
+	// Clock is the time of write spacings, the host memo's expiry and
+	// receipt → write latency; the wall clock when nil.
 	Clock clock.Clock
 }
 
@@ -106,6 +108,9 @@ type Writer struct {
 	hosts    *hostMemo
 	synced   atomic.Bool
 	worker   *bus.Worker
+	// drain bounds the writes still in progress at shutdown
+	// (worker.drain_timeout).
+	drain time.Duration
 }
 
 // New wires the writer and creates or updates its durable consumer; it
@@ -119,12 +124,12 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		o.Clock = clock.Real{}
 	}
 	w := &Writer{
-		cfg: cfg, store: o.Store, clock: o.Clock,
+		cfg: cfg, store: o.Store, clock: o.Clock, drain: o.Process.Config.Worker.DrainTimeout,
 		log:      o.Process.Log.With("stage", Stage),
 		subj:     bus.NewSubjects(o.Process.Config.Bus.Prefix),
 		m:        newMetrics(o.Process.Registry),
 		terminal: map[string]bool{},
-		hosts:    newHostMemo(time.Minute),
+		hosts:    newHostMemo(time.Minute, o.Clock),
 	}
 	for _, ph := range cfg.TerminalPhases {
 		w.terminal[ph] = true
@@ -170,7 +175,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	if w.classifier, err = NewClassifier(cfg, w.cache); err != nil {
 		return nil, err
 	}
-	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, w.m, w.log)
+	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, o.Clock, w.m, w.log)
 	w.ender = newEnder(o.Store, w.cache, w.terminal, w.m, w.log)
 	// Handlers wait for the coalesced write that covers their message, so
 	// the writer runs far more of them than CPU-bound stages
@@ -204,16 +209,23 @@ func (w *Writer) checkReady(context.Context) error {
 func (w *Writer) Client() client.Client { return w.client }
 
 // Run starts the informers, waits for them to sync, then consumes until ctx
-// ends. At shutdown the worker drains first (in-flight messages finish their
-// writes, so the caches and the coalescer keep running until it is done).
+// ends. At shutdown the worker drains first: in-flight messages finish
+// their writes, so the coalescer and the caches keep running until it is
+// done. Then the coalescer ends its writes (bounded by
+// worker.drain_timeout) and the caches stop; every goroutine Run started
+// has ended when it returns.
 func (w *Writer) Run(ctx context.Context) error {
+	w.ender.open()
+	defer w.ender.close()
 	if err := w.setupInformers(ctx); err != nil {
 		return err
 	}
 	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCache()
+	var cacheRun sync.WaitGroup
 	cacheErr := make(chan error, 1)
-	go func() { cacheErr <- w.cache.Start(cacheCtx) }()
+	cacheRun.Go(func() { cacheErr <- w.cache.Start(cacheCtx) })
+	defer cacheRun.Wait()
+	defer stopCache()
 	if !w.cache.WaitForCacheSync(ctx) {
 		if ctx.Err() != nil {
 			return nil
@@ -223,9 +235,16 @@ func (w *Writer) Run(ctx context.Context) error {
 	w.synced.Store(true)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.worker.Run(gctx) })
+	// The coalescer stops only once the worker has drained: the handlers
+	// still finishing wait for its writes.
+	coCtx, stopCo := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCo()
+	g.Go(func() error {
+		defer stopCo()
+		return w.worker.Run(gctx)
+	})
+	g.Go(func() error { return w.co.run(coCtx, w.drain, w.hosts.prune) })
 	g.Go(func() error { return w.ender.run(gctx) })
-	g.Go(func() error { return w.co.run(gctx, w.hosts.prune) })
 	g.Go(func() error {
 		select {
 		case err := <-cacheErr:

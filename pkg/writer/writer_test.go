@@ -102,7 +102,7 @@ func TestWriter_sameIncidentFiveTimesIsOneRequest(t *testing.T) {
 		// Distinct msg-ids, so JetStream delivers all five: a redelivery.
 		h.publish(h.subj.IncidentsOpen(), e, id+":open:"+string(rune('a'+i)))
 	}
-	h.waitAcked(5, 20*time.Second)
+	h.waitWritten(5, 20*time.Second)
 	require.Len(t, list(t, ns), 1)
 	rr := get(t, ns, id)
 	require.NotNil(t, rr.Status.Occurrences)
@@ -113,7 +113,7 @@ func TestWriter_sameIncidentFiveTimesIsOneRequest(t *testing.T) {
 	up := e
 	up.Revision, up.Count = 2, 7
 	h.update(up)
-	h.waitAcked(6, 10*time.Second)
+	h.waitWritten(6, 10*time.Second)
 	rr = get(t, ns, id)
 	assert.EqualValues(t, 7, rr.Status.Occurrences.Count)
 	rv, writes := rr.ResourceVersion, h.writes()
@@ -125,7 +125,7 @@ func TestWriter_sameIncidentFiveTimesIsOneRequest(t *testing.T) {
 	old := e
 	old.Revision, old.Count = 1, 1
 	h.publish(h.subj.IncidentsUpdate(), old, id+":old")
-	h.waitAcked(12, 10*time.Second)
+	h.waitWritten(12, 10*time.Second)
 	rr = get(t, ns, id)
 	assert.Equal(t, rv, rr.ResourceVersion, "repeats must not touch the request")
 	assert.EqualValues(t, 7, rr.Status.Occurrences.Count)
