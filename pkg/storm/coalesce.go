@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
 )
 
 // maxCoalesceWait bounds how long a decision waits for the decisions that
@@ -26,8 +27,10 @@ const maxCoalesceWait = 25 * time.Millisecond
 // redelivery publishes again. The event is encoded once per revision.
 //
 // Nothing here is state a decision depends on: waves exist only while
-// their messages are in flight.
+// their messages are in flight. The wait is bounded on the stage's clock,
+// like every other wait of the stage's logic.
 type coalescer struct {
+	clk     clock.Clock
 	mu      sync.Mutex
 	next    uint64              // tickets issued
 	open    map[uint64]struct{} // tickets whose store calls still run
@@ -43,8 +46,8 @@ type wave struct {
 	out  *bus.Output
 }
 
-func newCoalescer() *coalescer {
-	return &coalescer{open: map[uint64]struct{}{}, newest: map[string]*wave{}, changed: make(chan struct{})}
+func newCoalescer(clk clock.Clock) *coalescer {
+	return &coalescer{clk: clk, open: map[uint64]struct{}{}, newest: map[string]*wave{}, changed: make(chan struct{})}
 }
 
 // enter takes a ticket before a message's store calls; release must
@@ -116,9 +119,9 @@ func (c *coalescer) wait(ctx context.Context, upTo uint64) {
 			return
 		}
 		if timeout == nil {
-			tm := time.NewTimer(maxCoalesceWait)
+			tm := c.clk.NewTimer(maxCoalesceWait)
 			defer tm.Stop()
-			timeout = tm.C
+			timeout = tm.C()
 		}
 		select {
 		case <-changed:

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
 )
 
 func encodeRev(calls *int) func(*Snapshot) (bus.Output, error) {
@@ -22,7 +23,7 @@ func encodeRev(calls *int) func(*Snapshot) (bus.Output, error) {
 }
 
 func TestCoalescer_decisionsInFlightPublishTheNewestRevisionOnce(t *testing.T) {
-	c := newCoalescer()
+	c := newCoalescer(clock.Real{})
 	a, b, other := c.enter(), c.enter(), c.enter()
 	upToA := c.done(a, &Snapshot{ID: "s1", Revision: 3})
 	c.done(other, &Snapshot{ID: "s2", Revision: 9})
@@ -57,7 +58,7 @@ func TestCoalescer_decisionsInFlightPublishTheNewestRevisionOnce(t *testing.T) {
 }
 
 func TestCoalescer_waitsOnlyForDecisionsInFlightWhenItFinished(t *testing.T) {
-	c := newCoalescer()
+	c := newCoalescer(clock.Real{})
 	a, b := c.enter(), c.enter()
 	upTo := c.done(a, &Snapshot{ID: "s1", Revision: 1})
 	late := c.enter()
@@ -75,4 +76,31 @@ func TestCoalescer_waitsOnlyForDecisionsInFlightWhenItFinished(t *testing.T) {
 	for _, tk := range []uint64{a, b, late} {
 		c.release(tk)
 	}
+}
+
+func TestCoalescer_waitForANeighbourEndsAtMaxCoalesceWaitOnTheClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	c := newCoalescer(clk)
+	a, stuck := c.enter(), c.enter()
+	upTo := c.done(a, &Snapshot{ID: "s1", Revision: 1})
+	returned := make(chan struct{})
+	go func() {
+		c.wait(ctx, upTo)
+		close(returned)
+	}()
+	require.NoError(t, clk.BlockUntil(ctx, 1), "the wait arms its bound")
+
+	clk.Advance(maxCoalesceWait - time.Millisecond)
+	assert.Equal(t, 1, clk.Waiters(), "the bound has not fired 1ms before it")
+	clk.Advance(time.Millisecond)
+	select {
+	case <-returned:
+	case <-ctx.Done():
+		t.Fatal("the wait did not end when the clock reached maxCoalesceWait")
+	}
+	assert.Zero(t, clk.Waiters(), "the bound fired")
+	c.release(a)
+	c.release(stuck)
 }

@@ -24,7 +24,9 @@ import (
 // pipeline runs the deduper and the aggregator in one process against an
 // in-process JetStream and the machine's Redis, both driven by a fake
 // clock: signals go in on <prefix>.signals.alertmanager, the test reads
-// what the aggregator stored on incidents.open and incidents.storm.
+// what the aggregator stored on incidents.open and incidents.storm. The
+// aggregator's sweeper runs on the fake clock too: it sweeps once each
+// time the clock moves.
 type pipeline struct {
 	t     testing.TB
 	cfg   config.Config
@@ -42,7 +44,8 @@ type pipeline struct {
 func newPipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
 	t.Helper()
 	cfg := testenv.Config(testenv.StartNATS(t).URL)
-	cfg.Aggregator.SweepInterval = 20 * time.Millisecond
+	// Fake time: every move of the clock by 1ms or more fires a sweep.
+	cfg.Aggregator.SweepInterval = time.Millisecond
 	if tune != nil {
 		tune(&cfg.Aggregator)
 	}
@@ -152,6 +155,20 @@ func (p *pipeline) waitIdle() {
 		return check(bus.StreamSignals, app.Deduper) && check(bus.StreamIncidents, storm.StageName) &&
 			check(bus.StreamSignals, app.Deduper)
 	}, 20*time.Second, 5*time.Millisecond, "pipeline did not settle")
+}
+
+// advance moves the fake clock by d once the pipeline is idle, and waits
+// until the sweep that the move fires has finished: the sweeper is the
+// only timer armed while nothing is handled, and it re-arms only after a
+// sweep.
+func (p *pipeline) advance(d time.Duration) {
+	p.t.Helper()
+	p.waitIdle()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(p.t, p.clk.BlockUntil(ctx, 1), "the sweeper waits for its next sweep")
+	p.clk.Advance(d)
+	require.NoError(p.t, p.clk.BlockUntil(ctx, 1), "the sweep fired by the move has finished")
 }
 
 // outputs is what the aggregator stored for the writer.

@@ -111,7 +111,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 	s := &Stage{
 		cfg: cfg.Aggregator, storms: storms, incidents: incidents, clk: clk, scoper: scoper, subj: subj,
 		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
-		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(),
+		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(clk),
 	}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
@@ -320,19 +320,30 @@ func (s *Stage) stormOutput(snap *Snapshot, phase incident.StormPhase) (bus.Outp
 	return bus.Output{Subject: s.subj.IncidentsStorm(), Data: data, MsgID: id, Header: h}, nil
 }
 
-// sweep closes expired windows every SweepInterval. Every replica sweeps;
-// the store's claim lets one of them close each storm.
+// sweep closes expired windows every SweepInterval of the stage's clock.
+// Every replica sweeps; the store's claim lets one of them close each
+// storm. The timer is re-armed only after a sweep has finished, so with a
+// fake clock a test knows a sweep is done when the timer is armed again.
 func (s *Stage) sweep(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
+	var t clock.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		if err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("storm sweep failed; retrying at the next one", "err", err)
 		}
+		if t == nil {
+			t = s.clk.NewTimer(s.cfg.SweepInterval)
+		} else {
+			t.Reset(s.cfg.SweepInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

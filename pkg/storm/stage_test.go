@@ -184,21 +184,23 @@ func TestStage_lifecycleInactivityCloseOnceThenNewStorm(t *testing.T) {
 	first := onlyStorm(t, p.read())
 	lastMember := p.clk.Now()
 
-	// t = last member + 59s: still open.
-	p.clk.Advance(59 * time.Second)
-	time.Sleep(5 * p.cfg.Aggregator.SweepInterval)
+	// t = last member + 59.999s: the sweep finds nothing to close.
+	p.advance(60*time.Second - time.Millisecond)
 	assert.Empty(t, p.read().closes(), "no close before the inactivity timeout")
 
-	// t = last member + 61s: closed, once.
-	p.clk.Advance(2 * time.Second)
-	require.Eventually(t, func() bool { return len(p.read().closes()) == 1 }, 10*time.Second, 10*time.Millisecond)
-	time.Sleep(10 * p.cfg.Aggregator.SweepInterval)
+	// t = last member + 60s: the sweep closes it.
+	p.advance(time.Millisecond)
 	o := p.read()
-	assert.Equal(t, map[string]int{first.StormID: 1}, o.closes(), "close emitted exactly once")
+	assert.Equal(t, map[string]int{first.StormID: 1}, o.closes())
 	closed := o.latest()[first.StormID]
 	assert.Equal(t, incident.StormClosed, closed.Phase)
-	assert.Equal(t, lastMember.Add(60*time.Second).UnixMilli(), closed.ClosedAt.UnixMilli())
+	assert.Equal(t, lastMember.Add(60*time.Second), closed.ClosedAt)
 	assert.Equal(t, int64(2), closed.Members)
+
+	// Later sweeps, past the close claim's lease too, do not close it again.
+	p.advance(time.Second)
+	p.advance(time.Minute)
+	assert.Equal(t, map[string]int{first.StormID: 1}, p.read().closes(), "close emitted exactly once")
 
 	// A fresh burst after the close is a new storm.
 	p.settle(time.Second, pods("KubePodCrashLooping", "shop", 100, 12)...)
@@ -218,13 +220,17 @@ func TestStage_maxDurationClosesAnActiveStorm(t *testing.T) {
 	p := newPipeline(t, func(a *config.Aggregator) { a.MaxDuration = 2 * time.Minute })
 	p.settle(time.Second, pods("KubePodCrashLooping", "shop", 0, 11)...)
 	first := onlyStorm(t, p.read())
-	// A new member every 20s keeps the window active: inactivity never
-	// ends it, the maximum duration does.
+	require.Equal(t, p.clk.Now(), first.DetectedAt, "the 11th incident opened it")
+	// A new member every 20s keeps the window active (t = detection +
+	// 20s … 100s): inactivity never ends it, the maximum duration does.
 	p.settle(20*time.Second, pods("KubePodCrashLooping", "shop", 100, 5)...)
-	p.clk.Advance(30 * time.Second) // t = detection + 130s
-	require.Eventually(t, func() bool { return len(p.read().closes()) == 1 }, 10*time.Second, 10*time.Millisecond)
-	closed := p.read().latest()[first.StormID]
-	assert.Equal(t, first.DetectedAt.Add(2*time.Minute).UnixMilli(), closed.ClosedAt.UnixMilli())
+	p.advance(20*time.Second - time.Millisecond) // detection + 119.999s
+	assert.Empty(t, p.read().closes())
+	p.advance(time.Millisecond) // detection + 120s
+	o := p.read()
+	assert.Equal(t, map[string]int{first.StormID: 1}, o.closes())
+	closed := o.latest()[first.StormID]
+	assert.Equal(t, first.DetectedAt.Add(2*time.Minute), closed.ClosedAt)
 	assert.Equal(t, int64(6), closed.Members)
 }
 
