@@ -12,12 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 )
 
 // authenticator checks bearer tokens. Tokens come from the configuration
 // and from a file that is re-read when it changes (checked at most once a
-// second), so tokens rotate without a restart.
+// second of the receiver's clock), so tokens rotate without a restart.
 type authenticator struct {
 	disabled bool
 	static   [][32]byte
@@ -28,11 +29,11 @@ type authenticator struct {
 	fileMod   time.Time
 	fileSize  int64
 	lastCheck time.Time
-	now       func() time.Time
+	clk       clock.Clock
 }
 
-func newAuthenticator(cfg config.Auth) (*authenticator, error) {
-	a := &authenticator{disabled: cfg.Disabled, file: cfg.TokenFile, now: time.Now}
+func newAuthenticator(cfg config.Auth, clk clock.Clock) (*authenticator, error) {
+	a := &authenticator{disabled: cfg.Disabled, file: cfg.TokenFile, clk: clk}
 	for _, t := range cfg.Tokens {
 		a.static = append(a.static, sha256.Sum256([]byte(t)))
 	}
@@ -40,6 +41,7 @@ func newAuthenticator(cfg config.Auth) (*authenticator, error) {
 		if err := a.reload(true); err != nil {
 			return nil, err
 		}
+		a.lastCheck = clk.Now()
 	}
 	return a, nil
 }
@@ -91,7 +93,7 @@ func (a *authenticator) check(r *http.Request) bool {
 	}
 	if a.file != "" {
 		a.mu.Lock()
-		if now := a.now(); now.Sub(a.lastCheck) >= time.Second {
+		if now := a.clk.Now(); now.Sub(a.lastCheck) >= time.Second {
 			a.lastCheck = now
 			_ = a.reload(false)
 		}

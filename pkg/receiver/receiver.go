@@ -21,8 +21,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
@@ -52,13 +54,24 @@ type Receiver struct {
 	log      *slog.Logger
 	server   *service.Server
 	mux      *http.ServeMux
-	now      func() time.Time
+	clk      clock.Clock
 }
+
+// Option adjusts a Receiver beyond its configuration.
+type Option func(*options)
+
+type options struct {
+	clk clock.Clock
+}
+
+// WithClock sets the time source of receipt times, the token file's
+// re-read spacing and request latencies; the wall clock by default.
+func WithClock(c clock.Clock) Option { return func(o *options) { o.clk = c } }
 
 // New builds a Receiver from the process's bus, health and metrics. It
 // binds receiver.listen but serves only when Run is called.
-func New(cfg config.Config, p *service.Process) (*Receiver, error) {
-	r, err := NewHandler(cfg, p.Publisher(), p.Health, p.Registry, p.Log)
+func New(cfg config.Config, p *service.Process, opts ...Option) (*Receiver, error) {
+	r, err := NewHandler(cfg, p.Publisher(), p.Health, p.Registry, p.Log, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +86,15 @@ func New(cfg config.Config, p *service.Process) (*Receiver, error) {
 
 // NewHandler builds a Receiver without a listener, for embedding its
 // handler in another server or a test.
-func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg prometheus.Registerer, log *slog.Logger) (*Receiver, error) {
+func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg prometheus.Registerer, log *slog.Logger, opts ...Option) (*Receiver, error) {
+	o := options{clk: clock.Real{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := cfg.Receiver.CheckAuth(); err != nil {
 		return nil, err
 	}
-	auth, err := newAuthenticator(cfg.Receiver.Auth)
+	auth, err := newAuthenticator(cfg.Receiver.Auth, o.clk)
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +111,13 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 		mux:      mux,
 		cfg:      cfg.Receiver,
 		subjects: bus.NewSubjects(cfg.Bus.Prefix),
-		decoder:  signal.NewDecoder(fp, nil),
+		decoder:  signal.NewDecoder(fp, o.clk.Now),
 		pub:      pub,
 		auth:     auth,
 		health:   health,
 		metrics:  newMetrics(reg),
 		log:      log,
-		now:      time.Now,
+		clk:      o.clk,
 	}, nil
 }
 
@@ -114,11 +131,14 @@ func (r *Receiver) Run(ctx context.Context) error {
 	if r.server == nil {
 		return errors.New("receiver: Run needs a Receiver built with New")
 	}
-	go func() {
-		<-ctx.Done()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.server.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
 		r.health.SetDraining()
-	}()
-	return r.server.Run(ctx)
+		return nil
+	})
+	return g.Wait()
 }
 
 // ServeHTTP routes webhook, health and metrics requests.
@@ -157,7 +177,7 @@ type problem struct {
 }
 
 func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src signal.Source, decode func([]byte) (*signal.Batch, error)) {
-	start := r.now()
+	start := r.clk.Now()
 	m := r.metrics.source(string(src))
 	code := r.webhook(w, req, m, decode)
 	if code == http.StatusAccepted {
@@ -165,7 +185,7 @@ func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src si
 	} else {
 		r.metrics.requests.WithLabelValues(string(src), strconv.Itoa(code)).Inc()
 	}
-	m.latency.Observe(r.now().Sub(start).Seconds())
+	m.latency.Observe(r.clk.Since(start).Seconds())
 }
 
 // webhook handles one request and returns the status it answered.
@@ -216,9 +236,9 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, m *sourceMe
 	if err != nil {
 		return writeProblem(w, http.StatusBadRequest, "unencodable signal", err.Error(), nil)
 	}
-	pstart := r.now()
+	pstart := r.clk.Now()
 	res, err := r.pub.Publish(req.Context(), outs...)
-	r.metrics.publish.Observe(r.now().Sub(pstart).Seconds())
+	r.metrics.publish.Observe(r.clk.Since(pstart).Seconds())
 	if err != nil {
 		m.failed.Add(float64(len(outs)))
 		r.log.Warn("signals not stored; asking the sender to retry", "signals", len(outs), "err", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/receiver"
@@ -31,9 +32,11 @@ import (
 
 const token = "test-token-0123456789abcdef"
 
-// harness is a receiver handler on a real in-process JetStream.
+// harness is a receiver handler on a real in-process JetStream and a
+// fake clock.
 type harness struct {
 	t      testing.TB
+	clk    *clock.Fake
 	nats   *testenv.NATS
 	conn   *bus.Conn
 	cfg    config.Config
@@ -59,11 +62,12 @@ func newHarness(t testing.TB, mutate ...func(*config.Config)) *harness {
 	reg := prometheus.NewRegistry()
 	health := service.NewHealth(reg)
 	health.AddCheck("nats", conn.Check)
-	r, err := receiver.NewHandler(cfg, bus.NewPublisher(conn.JS, cfg.Bus.PublishTimeout), health, reg, log)
+	clk := clock.NewFake(time.Date(2026, 11, 1, 9, 0, 30, 0, time.UTC))
+	r, err := receiver.NewHandler(cfg, bus.NewPublisher(conn.JS, cfg.Bus.PublishTimeout), health, reg, log, receiver.WithClock(clk))
 	require.NoError(t, err)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
-	return &harness{t: t, nats: n, conn: conn, cfg: cfg, srv: srv, health: health}
+	return &harness{t: t, clk: clk, nats: n, conn: conn, cfg: cfg, srv: srv, health: health}
 }
 
 func (h *harness) post(path string, body []byte, hdr ...string) (*http.Response, []byte) {
@@ -150,6 +154,7 @@ func TestReceiver_fiveHundredAlertsBecomeFiveHundredSignals(t *testing.T) {
 		assert.Equal(t, s.ID, m.Header.Get(jetstream.MsgIDHeader))
 		assert.Equal(t, msgs[0].Header.Get(bus.HeaderTraceparent), m.Header.Get(bus.HeaderTraceparent), "one trace per request")
 		assert.Equal(t, "alertmanager", m.Header.Get(bus.HeaderSource))
+		assert.Equal(t, h.clk.Now(), s.ReceivedAt, "received at the receiver's clock")
 		assert.Equal(t, s.ReceivedAt.Format(time.RFC3339Nano), m.Header.Get(bus.HeaderReceivedAt))
 		delete(want, s.Fingerprint)
 	}
@@ -321,10 +326,12 @@ func TestReceiver_tokenFileIsReread(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte("second-token-bbbbbbbbbbbbbbbb\n"), 0o600))
 	future := time.Now().Add(2 * time.Second)
 	require.NoError(t, os.Chtimes(file, future, future))
-	require.Eventually(t, func() bool {
-		resp, _ := h.post(receiver.PathAlertmanager, valid, "Authorization", "Bearer second-token-bbbbbbbbbbbbbbbb")
-		return resp.StatusCode == http.StatusAccepted
-	}, 5*time.Second, 100*time.Millisecond, "the rotated token is accepted")
+	resp, _ = h.post(receiver.PathAlertmanager, valid, "Authorization", "Bearer second-token-bbbbbbbbbbbbbbbb")
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the file is looked at once a second only")
+
+	h.clk.Advance(time.Second)
+	resp, _ = h.post(receiver.PathAlertmanager, valid, "Authorization", "Bearer second-token-bbbbbbbbbbbbbbbb")
+	assert.Equal(t, http.StatusAccepted, resp.StatusCode, "a second later the rotated token is accepted")
 	resp, _ = h.post(receiver.PathAlertmanager, valid, "Authorization", "Bearer first-token-aaaaaaaaaaaa")
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the removed token is refused")
 }
