@@ -20,6 +20,7 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/signal"
@@ -60,9 +61,9 @@ func (c *crashable) crash() {
 }
 
 // startProcess runs stage as its binary does (app.Run), in-process on a
-// connection that can crash, until crash or the test's end, and waits
-// until its /readyz answers.
-func startProcess(t testing.TB, cfg config.Config, stage string) (crash func()) {
+// connection that can crash and on the test's fake clock, until crash or
+// the test's end, and waits until its /readyz answers.
+func startProcess(t testing.TB, cfg config.Config, clk clock.Clock, stage string) (crash func()) {
 	t.Helper()
 	port := testenv.FreePort(t)
 	cfg.Worker.Listen = "127.0.0.1:" + strconv.Itoa(port)
@@ -71,7 +72,7 @@ func startProcess(t testing.TB, cfg config.Config, stage string) (crash func()) 
 	done := make(chan error, 1)
 	log := slog.New(slog.DiscardHandler)
 	go func() {
-		done <- app.Run(ctx, cfg, log, stage, app.Options{NATS: []nats.Option{nats.SetCustomDialer(d)}}, stage)
+		done <- app.Run(ctx, cfg, log, stage, app.Options{Clock: clk, NATS: []nats.Option{nats.SetCustomDialer(d)}}, stage)
 	}()
 	stop := sync.OnceFunc(func() {
 		cancel()
@@ -93,14 +94,20 @@ func startProcess(t testing.TB, cfg config.Config, stage string) (crash func()) 
 	}
 }
 
+// A deduper and two aggregator processes on one fake clock; one
+// aggregator crashes mid-storm and another starts. The storm still ends as
+// exactly one storm incident with every member counted once, closed
+// exactly once, exactly at its last member + inactivity_timeout.
 func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := testenv.LocalRedis(t)
 	cfg := testenv.Config(n.URL)
 	cfg.Redis.KeyPrefix = r.Prefix
 	cfg.Aggregator.InactivityTimeout = 5 * time.Second
-	cfg.Aggregator.SweepInterval = 100 * time.Millisecond
+	// Fake time: every move of the clock by 1ms or more fires a sweep.
+	cfg.Aggregator.SweepInterval = time.Millisecond
 	require.NoError(t, cfg.Validate())
+	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 
 	ctx := context.Background()
 	conn, err := bus.Connect(cfg.Bus, "aggregator-test", slog.New(slog.DiscardHandler))
@@ -111,23 +118,27 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	t.Cleanup(pub.Close)
 
 	// A deduper and two aggregator processes, each on its own connection.
-	startProcess(t, cfg, app.Deduper)
-	crashA := startProcess(t, cfg, app.Aggregator)
-	startProcess(t, cfg, app.Aggregator)
+	startProcess(t, cfg, clk, app.Deduper)
+	crashA := startProcess(t, cfg, clk, app.Aggregator)
+	startProcess(t, cfg, clk, app.Aggregator)
+	// Both aggregators' sweepers wait on the clock once they run.
+	waitTimers(t, clk, 2)
 
 	subj := bus.NewSubjects(cfg.Bus.Prefix)
 	fp := signal.MustFingerprinter(signal.DefaultFingerprintFields)
-	// t=0..2s: 200 alerts for 200 pods of one alertname and namespace in
-	// batches of 20; aggregator A crashes after the 5th batch and a third
-	// one starts after the 7th.
+	// t=0.2s…2s: 200 alerts for 200 pods of one alertname and namespace,
+	// in batches of 20 every 200ms. Aggregator A crashes right after the
+	// 5th batch is published, while it handles it, and a third one starts
+	// after the 7th.
 	for batch := range 10 {
+		clk.Advance(200 * time.Millisecond)
 		outs := make([]bus.Output, 0, 20)
 		for i := batch * 20; i < (batch+1)*20; i++ {
 			s := &signal.Signal{
 				ID: fmt.Sprintf("sig-%d", i), Source: signal.SourceAlertmanager, Name: "KubePodCrashLooping",
 				Status: signal.StatusFiring, Severity: signal.SeverityWarning, Namespace: "shop",
 				Target:   signal.Target{Kind: "Pod", Name: fmt.Sprintf("pod-%d", i), Namespace: "shop"},
-				StartsAt: time.Now(), ReceivedAt: time.Now(),
+				StartsAt: clk.Now(), ReceivedAt: clk.Now(),
 			}
 			s.Fingerprint = fp.Fingerprint(s)
 			data, err := signal.Encode(s)
@@ -136,24 +147,33 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 		}
 		_, err := pub.Publish(ctx, outs...)
 		require.NoError(t, err)
-		time.Sleep(200 * time.Millisecond)
 		switch batch {
 		case 4:
 			crashA()
 		case 6:
-			startProcess(t, cfg, app.Aggregator)
+			startProcess(t, cfg, clk, app.Aggregator)
 		}
 	}
+	// Every decision is made at t ≤ 2s, the last batch's at t = 2s, so
+	// that is when the storm's last member joined. What the crashed
+	// process left unacked comes back to the others after ack_wait.
+	waitIdle(t, conn.JS, subj)
+	lastMember := clk.Now()
+	sweep := func(d time.Duration) outputs {
+		t.Helper()
+		waitIdle(t, conn.JS, subj)
+		waitTimers(t, clk, 2)
+		clk.Advance(d)
+		waitTimers(t, clk, 2) // both aggregators' sweeps have finished
+		return readOutputs(t, conn.JS, subj)
+	}
 
-	// The storm closes 5s after its last member; wait for the close, then
-	// a little longer to see that it is not emitted again.
-	var o outputs
-	require.Eventually(t, func() bool {
-		o = readOutputs(t, conn.JS, subj)
-		return len(o.closes) > 0
-	}, 60*time.Second, 100*time.Millisecond, "no storm close")
-	time.Sleep(2 * time.Second)
-	o = readOutputs(t, conn.JS, subj)
+	o := sweep(5*time.Second - time.Millisecond)
+	assert.Empty(t, o.closes, "no close before the inactivity timeout")
+	o = sweep(time.Millisecond)
+	require.Len(t, o.closes, 1, "closed at last member + 5s")
+	// Both aggregators sweep again, past the close claim's lease too.
+	o = sweep(time.Minute)
 
 	assert.Len(t, o.openIDs, 10, "individual incidents")
 	assert.Len(t, o.open, 10, "each published once")
@@ -167,7 +187,33 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	assert.Equal(t, int64(190), c.Members)
 	assert.Equal(t, int64(190), c.Occurrences)
 	assert.Equal(t, int64(200), c.AffectedTotal)
-	assert.False(t, c.ClosedAt.IsZero())
+	assert.Equal(t, lastMember.Add(5*time.Second), c.ClosedAt)
+}
+
+// waitIdle waits until the deduper and the aggregators have acked every
+// message stored so far.
+func waitIdle(t testing.TB, js jetstream.JetStream, subj bus.Subjects) {
+	t.Helper()
+	ctx := context.Background()
+	check := func(stream, durable string) bool {
+		c, err := js.Consumer(ctx, subj.StreamName(stream), durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}
+	require.Eventually(t, func() bool {
+		return check(bus.StreamSignals, app.Deduper) && check(bus.StreamIncidents, app.Aggregator)
+	}, 60*time.Second, 5*time.Millisecond, "pipeline did not settle")
+}
+
+// waitTimers waits until n timers are armed on clk.
+func waitTimers(t testing.TB, clk *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, clk.BlockUntil(ctx, n))
 }
 
 type outputs struct {
