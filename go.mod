@@ -20,6 +20,8 @@ require (
 
 require github.com/agnivade/levenshtein v1.2.2
 
+require go.uber.org/goleak v1.3.0 // indirect
+
 require (
 	github.com/dennwc/varint v1.0.0 // indirect
 	github.com/grafana/regexp v0.0.0-20250905093917-f7b3be9d1853 // indirect

@@ -32,13 +32,15 @@ import (
 type pipeline struct {
 	cfg  config.Config
 	subj bus.Subjects
+	nats *testenv.NATS
 	conn *bus.Conn
 	pub  *bus.Publisher
 }
 
 func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
-	cfg := testenv.Config(testenv.StartNATS(t).URL)
+	n := testenv.StartNATS(t)
+	cfg := testenv.Config(n.URL)
 	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
 		s.MaxBytes = 256 << 20
 	}
@@ -56,7 +58,7 @@ func newPipeline(t testing.TB) *pipeline {
 	require.NoError(t, bus.EnsureStreams(ctx, conn.JS, cfg.Bus))
 	pub := bus.NewPublisher(conn.JS, 10*time.Second)
 	t.Cleanup(pub.Close)
-	return &pipeline{cfg: cfg, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn, pub: pub}
+	return &pipeline{cfg: cfg, subj: bus.NewSubjects(cfg.Bus.Prefix), nats: n, conn: conn, pub: pub}
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,18 +33,31 @@ type pipeline struct {
 	cfg   config.Config
 	clk   *clock.Fake
 	subj  bus.Subjects
+	nats  *testenv.NATS
 	conn  *bus.Conn
 	pub   *bus.Publisher
 	fp    *signal.Fingerprinter
 	redis *testenv.Redis
 	agg   *storm.Stage
 	seq   int
+	// stop ends the stages and closes their process.
+	stop func()
 }
 
 // newPipeline starts both stages with the aggregator settings tune sets.
 func newPipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
 	t.Helper()
-	cfg := testenv.Config(testenv.StartNATS(t).URL)
+	p := preparePipeline(t, tune)
+	p.start()
+	return p
+}
+
+// preparePipeline sets up what the stages run against (NATS, Redis, the
+// test's client, the clock) without starting them.
+func preparePipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	cfg := testenv.Config(n.URL)
 	// Fake time: every move of the clock by 1ms or more fires a sweep.
 	cfg.Aggregator.SweepInterval = time.Millisecond
 	if tune != nil {
@@ -52,37 +66,42 @@ func newPipeline(t testing.TB, tune func(*config.Aggregator)) *pipeline {
 	r := testenv.LocalRedis(t)
 	cfg.Redis.KeyPrefix = r.Prefix
 	require.NoError(t, cfg.Validate())
-	clk := clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
-	log := slog.New(slog.DiscardHandler)
-
-	// The deduper and the aggregator in one process, as `stormweir run`
-	// has them, on the fake clock.
-	ctx := context.Background()
-	a, err := app.New(ctx, cfg, log, "pipeline", app.Options{Clock: clk, Redis: r.Client})
-	require.NoError(t, err)
-	ded, err := a.Deduper(ctx)
-	require.NoError(t, err)
-	agg, err := a.Aggregator(ctx)
-	require.NoError(t, err)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(rctx, ded, agg) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		a.Close()
-	})
-
-	conn, err := bus.Connect(cfg.Bus, "storm-test-client", log)
+	conn, err := bus.Connect(cfg.Bus, "storm-test-client", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(conn.Close)
 	pub := bus.NewPublisher(conn.JS, 10*time.Second)
 	t.Cleanup(pub.Close)
 	return &pipeline{
-		t: t, cfg: cfg, clk: clk, subj: bus.NewSubjects(cfg.Bus.Prefix), conn: conn,
-		pub: pub, fp: signal.MustFingerprinter(signal.DefaultFingerprintFields),
-		redis: r, agg: agg,
+		t: t, cfg: cfg, clk: clock.NewFake(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)),
+		subj: bus.NewSubjects(cfg.Bus.Prefix), nats: n, conn: conn,
+		pub: pub, fp: signal.MustFingerprinter(signal.DefaultFingerprintFields), redis: r,
 	}
+}
+
+// start runs the deduper and the aggregator in one process, as
+// `stormweir run` has them, on the fake clock, until stop or the test's
+// end.
+func (p *pipeline) start() {
+	t := p.t
+	t.Helper()
+	ctx := context.Background()
+	a, err := app.New(ctx, p.cfg, slog.New(slog.DiscardHandler), "pipeline", app.Options{Clock: p.clk, Redis: p.redis.Client})
+	require.NoError(t, err)
+	ded, err := a.Deduper(ctx)
+	require.NoError(t, err)
+	p.agg, err = a.Aggregator(ctx)
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx, ded, p.agg) }()
+	p.stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stages stopped with: %v", err)
+		}
+		a.Close()
+	})
+	t.Cleanup(p.stop)
 }
 
 // alert is one firing alert of the test.

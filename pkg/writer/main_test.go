@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +94,9 @@ func runMain(m *testing.M) int {
 // move only when the test moves the clock.
 type harness struct {
 	t     testing.TB
+	cfg   config.Config
+	nats  *testenv.NATS
+	redis *testenv.Redis
 	w     *Writer
 	p     *service.Process
 	clk   *clock.Fake
@@ -104,6 +108,8 @@ type harness struct {
 	fallback string
 	// sent counts the messages published by the test.
 	sent int
+	// stop ends the writer and closes its process.
+	stop func()
 }
 
 type harnessOption func(*config.Config)
@@ -112,12 +118,21 @@ type harnessOption func(*config.Config)
 // ends.
 func startWriter(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
+	h := prepareWriter(t, opts...)
+	h.start()
+	return h
+}
+
+// prepareWriter sets up what a writer runs against (NATS, Redis, its
+// configuration, the fallback namespace, the clock) without starting it.
+func prepareWriter(t testing.TB, opts ...harnessOption) *harness {
+	t.Helper()
 	nt := testenv.StartNATS(t)
 	rd := testenv.LocalRedis(t)
 	id := testenv.RandomID()[:8]
 	// The fake time starts at the wall time, so receipt → write latencies
 	// stay plausible.
-	h := &harness{t: t, id: id, fallback: "fb-" + id, clk: clock.NewFake(time.Now().UTC())}
+	h := &harness{t: t, id: id, fallback: "fb-" + id, clk: clock.NewFake(time.Now().UTC()), nats: nt, redis: rd}
 	h.namespace(h.fallback, nil)
 
 	cfg := config.Default()
@@ -136,37 +151,48 @@ func startWriter(t testing.TB, opts ...harnessOption) *harness {
 		o(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
+	h.cfg = cfg
+	return h
+}
 
+// start runs the writer until stop or the test's end, and waits until it
+// is ready.
+func (h *harness) start() {
+	t := h.t
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := service.NewProcess(ctx, cfg, log, "writer-test")
+	p, err := service.NewProcess(ctx, h.cfg, log, "writer-test")
 	require.NoError(t, err)
 	h.p = p
-	h.store = dedup.NewRedisStore(rd.Client, rd.Prefix, cfg.Dedup, h.clk)
+	h.store = dedup.NewRedisStore(h.redis.Client, h.redis.Prefix, h.cfg.Dedup, h.clk)
 	h.w, err = New(ctx, Options{Process: p, Store: h.store, RestConfig: testRest, Clock: h.clk})
 	require.NoError(t, err)
 	h.pub = p.Publisher()
-	h.subj = bus.NewSubjects(cfg.Bus.Prefix)
+	h.subj = bus.NewSubjects(h.cfg.Bus.Prefix)
 
 	done := make(chan error, 1)
 	go func() { done <- h.w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("writer stopped with: %v", err)
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("writer stopped with: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("writer did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("writer did not stop within 30s")
-		}
-		p.Close()
-	})
+			p.Close()
+		})
+	}
+	t.Cleanup(h.stop)
 	require.Eventually(t, func() bool { return h.p.Health.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond, "writer not ready")
 	bctx, cancelWait := context.WithTimeout(ctx, 10*time.Second)
 	defer cancelWait()
 	require.NoError(t, h.clk.BlockUntil(bctx, 1), "the coalescer's timer")
-	return h
 }
 
 // namespace creates a namespace with labels and deletes it at cleanup.

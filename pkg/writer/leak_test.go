@@ -1,0 +1,56 @@
+package writer
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
+)
+
+// A writer that created a request, wrote a coalesced status update and
+// ended an incident through its terminal-phase watcher leaves no
+// goroutine behind once it stopped and its process is closed: not its
+// worker, coalescer, flushes, informer cache or work queue.
+func TestWriter_runLeavesNoGoroutine(t *testing.T) {
+	h := prepareWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	ignore := goleak.IgnoreCurrent()
+
+	h.start()
+	ctx := context.Background()
+	sig := event(fingerprintOf("leak-"+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
+	res, err := h.store.Decide(ctx, &sig, "m1")
+	require.NoError(t, err)
+	rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
+	require.NoError(t, err)
+	e := incident.Event{
+		Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
+		Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
+		LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
+	}
+	h.open(e)
+	h.waitAcked(1, 10*time.Second)
+	h.updates(e, e.Revision+1, e.Revision+1)
+	st := h.settle()
+	require.Equal(t, 1, st.pending)
+	h.advanceTo(st.next)
+	require.EqualValues(t, 2, h.acked(), "the update was written")
+	require.NoError(t, setPhase(ctx, ns, RequestName(e.IncidentID), "Completed"))
+	require.Eventually(t, func() bool {
+		_, err := h.store.Get(ctx, sig.Fingerprint)
+		return errors.Is(err, dedup.ErrNotFound)
+	}, 10*time.Second, 10*time.Millisecond, "the terminal phase ended the incident")
+
+	h.stop()
+	// The test's nats-server goes too, so that what is left can only be
+	// the writer's.
+	h.nats.Stop()
+	goleak.VerifyNone(t, ignore)
+}
