@@ -38,7 +38,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestRun_postedAlertBecomesOneRequest(t *testing.T) {
+// running is an allinone.Run in the background, ready to take webhooks.
+type running struct {
+	base, token string
+	out         *syncBuffer
+	// client keeps no connection once the test closes its idle ones.
+	client *http.Client
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startRun runs the all-in-one process with the stdout sink in a data dir
+// of the test's own, and waits until it is ready.
+func startRun(t *testing.T) *running {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.AllInOne.DataDir = dir
@@ -47,54 +60,76 @@ func TestRun_postedAlertBecomesOneRequest(t *testing.T) {
 	cfg.Worker.DrainTimeout = 2 * time.Second
 	cfg.Receiver.ShutdownTimeout = 2 * time.Second
 
-	out := &syncBuffer{}
-	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	r := &running{out: &syncBuffer{}, client: &http.Client{Transport: &http.Transport{}}, cancel: cancel, done: make(chan error, 1)}
+	t.Cleanup(cancel)
+	addr := make(chan string, 1)
 	go func() {
-		done <- allinone.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), allinone.Options{
-			Out: out, Ready: func(a string) { addr <- a },
+		r.done <- allinone.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), allinone.Options{
+			Out: r.out, Ready: func(a string) { addr <- a },
 		})
 	}()
-	var base string
 	select {
 	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
+		r.base = "http://" + a
+	case err := <-r.done:
 		t.Fatalf("run stopped: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("not ready within 30s")
 	}
 	token, err := os.ReadFile(filepath.Join(dir, "token"))
 	require.NoError(t, err, "a token is generated when none is configured")
+	r.token = strings.TrimSpace(string(token))
+	return r
+}
+
+// postExample posts the example Alertmanager webhook and returns the
+// status code.
+func (r *running) postExample(t *testing.T) int {
+	t.Helper()
 	body, err := os.ReadFile("../../examples/alertmanager-webhook.json")
 	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, r.base+"/api/v1/signals/alertmanager", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
 
-	post := func() int {
-		req, err := http.NewRequest(http.MethodPost, base+"/api/v1/signals/alertmanager", bytes.NewReader(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
+// waitPrinted waits until the printer printed s.
+func (r *running) waitPrinted(t *testing.T, s string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return strings.Contains(r.out.String(), s) }, 20*time.Second, 50*time.Millisecond)
+}
+
+// stop ends the run and returns its error.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.client.CloseIdleConnections()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop within 30s")
+		return nil
 	}
-	require.Equal(t, http.StatusAccepted, post())
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "new: state=firing occurrences=1") }, 20*time.Second, 50*time.Millisecond)
-	require.Equal(t, http.StatusAccepted, post(), "a retried webhook is accepted")
+}
 
-	s := out.String()
+func TestRun_postedAlertBecomesOneRequest(t *testing.T) {
+	r := startRun(t)
+	require.Equal(t, http.StatusAccepted, r.postExample(t))
+	r.waitPrinted(t, "new: state=firing occurrences=1")
+	require.Equal(t, http.StatusAccepted, r.postExample(t), "a retried webhook is accepted")
+
+	s := r.out.String()
 	assert.Equal(t, 1, strings.Count(s, "kind: RemediationRequest"), s)
 	assert.Contains(t, s, "name: KubePodCrashLooping")
 	assert.Contains(t, s, "namespace: payments")
 	assert.Contains(t, s, "severity: critical")
-
-	cancel()
-	select {
-	case err := <-done:
-		assert.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not stop within 30s")
-	}
+	assert.NoError(t, r.stop(t))
 }

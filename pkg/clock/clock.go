@@ -15,8 +15,8 @@
 //     cannot be stopped.
 //
 // Code that waits on a network (request timeouts, reconnect and retry
-// backoff, drain budgets) keeps the wall clock: those waits are about the
-// world, not about the stream's time.
+// backoff, drain budgets) or measures it (latency histograms) keeps the
+// wall clock: those are about the world, not about the stream's time.
 package clock
 
 import (

@@ -328,21 +328,7 @@ func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
 	ns := h.namespace("prod-"+h.id, nil)
 	sig := event(fingerprintOf("term-"+h.id), "x", 1, 1, ns, signal.SeverityCritical).Signal
 
-	// The deduper's decision and the aggregator's route, on the real store.
-	openIncident := func(msgID string) incident.Event {
-		t.Helper()
-		res, err := h.store.Decide(ctx, &sig, msgID)
-		require.NoError(t, err)
-		require.Equal(t, incident.DecisionNew, res.Decision)
-		rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
-		require.NoError(t, err)
-		return incident.Event{
-			Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
-			Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
-			LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
-		}
-	}
-	first := openIncident("m1")
+	first := h.newIndividual(&sig, "m1")
 	h.open(first)
 	h.waitAcked(1, 10*time.Second)
 	rr1 := get(t, ns, first.IncidentID)
@@ -353,7 +339,7 @@ func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
 		return errors.Is(err, dedup.ErrNotFound)
 	}, 10*time.Second, 10*time.Millisecond, "a Completed request ends its incident record")
 
-	second := openIncident("m2")
+	second := h.newIndividual(&sig, "m2")
 	require.NotEqual(t, first.IncidentID, second.IncidentID)
 	h.open(second)
 	h.waitAcked(2, 10*time.Second)

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -26,15 +25,7 @@ func TestWriter_runLeavesNoGoroutine(t *testing.T) {
 	h.start()
 	ctx := context.Background()
 	sig := event(fingerprintOf("leak-"+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
-	res, err := h.store.Decide(ctx, &sig, "m1")
-	require.NoError(t, err)
-	rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
-	require.NoError(t, err)
-	e := incident.Event{
-		Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
-		Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
-		LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
-	}
+	e := h.newIndividual(&sig, "m1")
 	h.open(e)
 	h.waitAcked(1, 10*time.Second)
 	h.updates(e, e.Revision+1, e.Revision+1)

@@ -224,6 +224,24 @@ func (h *harness) update(e incident.Event) {
 	h.publish(h.subj.IncidentsUpdate(), e, e.IncidentID+":"+strconv.FormatInt(e.Revision, 10))
 }
 
+// newIndividual makes sig a new incident routed individually, as the
+// deduper and the aggregator would on the real store, and returns its
+// event.
+func (h *harness) newIndividual(sig *signal.Signal, msgID string) incident.Event {
+	h.t.Helper()
+	ctx := context.Background()
+	res, err := h.store.Decide(ctx, sig, msgID)
+	require.NoError(h.t, err)
+	require.Equal(h.t, incident.DecisionNew, res.Decision)
+	rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
+	require.NoError(h.t, err)
+	return incident.Event{
+		Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
+		Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
+		LastSeen: rec.LastSeen, Route: rec.Route, Signal: *sig,
+	}
+}
+
 // acked is how many messages the writer has acked so far.
 func (h *harness) acked() float64 {
 	return counterValue(h.p.Metrics.Messages.WithLabelValues(Stage, bus.ResultAck))
