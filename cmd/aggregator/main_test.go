@@ -190,22 +190,12 @@ func TestAggregator_twoProcessesOneKilledMidStorm(t *testing.T) {
 	assert.Equal(t, lastMember.Add(5*time.Second), c.ClosedAt)
 }
 
-// waitIdle waits until the deduper and the aggregators have acked every
-// message stored so far.
+// waitIdle waits until the deduper has acked every signal and the
+// aggregators every event the deduper published for them.
 func waitIdle(t testing.TB, js jetstream.JetStream, subj bus.Subjects) {
 	t.Helper()
-	ctx := context.Background()
-	check := func(stream, durable string) bool {
-		c, err := js.Consumer(ctx, subj.StreamName(stream), durable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	}
-	require.Eventually(t, func() bool {
-		return check(bus.StreamSignals, app.Deduper) && check(bus.StreamIncidents, app.Aggregator)
-	}, 60*time.Second, 5*time.Millisecond, "pipeline did not settle")
+	testenv.WaitAcked(t, js, subj.StreamName(bus.StreamSignals), app.Deduper, time.Minute)
+	testenv.WaitAcked(t, js, subj.StreamName(bus.StreamIncidents), app.Aggregator, time.Minute, subj.DedupNew(), subj.DedupMember())
 }
 
 // waitTimers waits until n timers are armed on clk.

@@ -158,22 +158,14 @@ func (p *pipeline) settle(step time.Duration, alerts ...alert) {
 	}
 }
 
-// waitIdle waits until both stages have acked everything sent so far.
+// waitIdle waits until both stages have acked everything sent so far:
+// the deduper every signal, then the aggregator every event the deduper
+// published for them.
 func (p *pipeline) waitIdle() {
 	p.t.Helper()
-	ctx := context.Background()
-	check := func(stream, durable string) bool {
-		c, err := p.conn.JS.Consumer(ctx, p.subj.StreamName(stream), durable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	}
-	require.Eventually(p.t, func() bool {
-		return check(bus.StreamSignals, app.Deduper) && check(bus.StreamIncidents, storm.StageName) &&
-			check(bus.StreamSignals, app.Deduper)
-	}, 20*time.Second, 5*time.Millisecond, "pipeline did not settle")
+	testenv.WaitAcked(p.t, p.conn.JS, p.subj.StreamName(bus.StreamSignals), app.Deduper, 20*time.Second)
+	testenv.WaitAcked(p.t, p.conn.JS, p.subj.StreamName(bus.StreamIncidents), app.Aggregator, 20*time.Second,
+		p.subj.DedupNew(), p.subj.DedupMember())
 }
 
 // advance moves the fake clock by d once the pipeline is idle, and waits

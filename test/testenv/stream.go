@@ -2,11 +2,13 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,4 +43,39 @@ func ReadStream(t testing.TB, js jetstream.JetStream, stream string, subjects ..
 		require.Positive(t, n, "stream ran dry before its pending count")
 	}
 	return out
+}
+
+// WaitAcked waits until the durable consumer of stream has acked every
+// message stored so far on subjects (on the whole stream when none is
+// given). It compares the consumer's ack floor with the stream sequence
+// of the last such message: a consumer's pending count is updated
+// asynchronously after a publish is acknowledged, so "nothing pending"
+// can be read before a message just stored reaches the consumer.
+func WaitAcked(t testing.TB, js jetstream.JetStream, stream, durable string, within time.Duration, subjects ...string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream)
+	require.NoError(t, err)
+	var last uint64
+	if len(subjects) == 0 {
+		info, err := st.Info(ctx)
+		require.NoError(t, err)
+		last = info.State.LastSeq
+	}
+	for _, subj := range subjects {
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(t, err, "reading the last message on %s", subj)
+		last = max(last, m.Sequence)
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		cons, err := js.Consumer(ctx, stream, durable)
+		require.NoError(c, err)
+		info, err := cons.Info(ctx)
+		require.NoError(c, err)
+		assert.Zero(c, info.NumAckPending, "%s: messages delivered and not acked", durable)
+		assert.GreaterOrEqual(c, info.AckFloor.Stream, last, "%s: acked up to sequence", durable)
+	}, within, 5*time.Millisecond)
 }
