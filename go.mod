@@ -20,7 +20,7 @@ require (
 
 require github.com/agnivade/levenshtein v1.2.2
 
-require go.uber.org/goleak v1.3.0 // indirect
+require go.uber.org/goleak v1.3.0
 
 require (
 	github.com/dennwc/varint v1.0.0 // indirect
