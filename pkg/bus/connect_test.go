@@ -98,11 +98,11 @@ func TestConnect_rereadsThePasswordFileOnReconnect(t *testing.T) {
 	requireWorks(t, c)
 
 	// Rotate: the Secret changes first, then the server's configuration,
-	// which disconnects clients whose credentials no longer hold.
+	// which disconnects the client; it must reconnect with the new file.
 	require.NoError(t, os.WriteFile(cfg.Auth.PasswordFile, []byte("pw-after-rotation"), 0o600))
-	rotated := *opts
-	rotated.Users = []*server.User{{Username: "writer", Password: "pw-after-rotation"}}
-	require.NoError(t, n.Server().ReloadOptions(&rotated))
+	n.RestartWith(func(o *server.Options) {
+		o.Users = []*server.User{{Username: "writer", Password: "pw-after-rotation"}}
+	})
 
 	require.Eventually(t, func() bool { return c.NC.Stats().Reconnects >= 1 && c.NC.IsConnected() }, 15*time.Second, 10*time.Millisecond,
 		"reconnected with the rotated password")

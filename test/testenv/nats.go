@@ -84,3 +84,15 @@ func (n *NATS) Restart() {
 	n.Stop()
 	n.start()
 }
+
+// RestartWith stops the server, lets change edit its options (users,
+// limits) and starts it again on the same port with the same store. It
+// stands for a configuration change that disconnects clients, without
+// nats-server's in-process ReloadOptions, which races with the server's
+// own goroutines under the race detector.
+func (n *NATS) RestartWith(change func(*server.Options)) {
+	n.t.Helper()
+	n.Stop()
+	change(n.opts)
+	n.start()
+}
