@@ -21,6 +21,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/storm"
@@ -57,7 +58,7 @@ type Options struct {
 	MemoryStores bool
 	// Incidents and Storms replace the stores, e.g. with one that fails
 	// on purpose.
-	Incidents dedup.Store
+	Incidents record.Store
 	Storms    storm.Store
 	// RestConfig reaches the Kubernetes API server; loaded from
 	// writer.kubeconfig (or the usual places) when nil.
@@ -121,16 +122,16 @@ func (a *App) redis() (redis.UniversalClient, error) {
 // Incidents is the incident record store the deduper decides in and the
 // aggregator and writer read and update: one per process, so in memory
 // mode the stages share it.
-func (a *App) Incidents() (dedup.Store, error) {
+func (a *App) Incidents() (record.Store, error) {
 	if a.o.Incidents == nil {
 		if a.o.MemoryStores {
-			a.o.Incidents = dedup.NewMemoryStore(a.cfg.Dedup, a.o.Clock)
+			a.o.Incidents = record.NewMemoryStore(a.cfg.Dedup, a.o.Clock)
 		} else {
 			rc, err := a.redis()
 			if err != nil {
 				return nil, err
 			}
-			a.o.Incidents = dedup.NewRedisStore(rc, a.cfg.Redis.KeyPrefix, a.cfg.Dedup, a.o.Clock)
+			a.o.Incidents = record.NewRedisStore(rc, a.cfg.Redis.KeyPrefix, a.cfg.Dedup, a.o.Clock)
 		}
 	}
 	return a.o.Incidents, nil
@@ -219,7 +220,7 @@ func (a *App) Writer(ctx context.Context) (*writer.Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := writer.New(ctx, writer.Options{Process: a.Process, Store: incidents, RestConfig: rc, Clock: a.o.Clock})
+	w, err := writer.New(ctx, writer.Options{Process: a.Process, Records: incidents, RestConfig: rc, Clock: a.o.Clock})
 	if err != nil {
 		return nil, err
 	}

@@ -34,10 +34,16 @@ func (s Subjects) DedupNew() string { return s.prefix + ".dedup.new" }
 // aggregator, which counts them on the storm.
 func (s Subjects) DedupMember() string { return s.prefix + ".dedup.member" }
 
-// AllDedup matches both deduper outputs (the aggregator's input).
+// DedupUnrouted carries updates (occurrences, resolutions, reopenings) of
+// incidents the aggregator had not routed yet when the deduper decided
+// them: the aggregator routes them once it has (DESIGN §4).
+func (s Subjects) DedupUnrouted() string { return s.prefix + ".dedup.unrouted" }
+
+// AllDedup matches the deduper's outputs to the aggregator (its input).
 func (s Subjects) AllDedup() string { return s.prefix + ".dedup.>" }
 
-// IncidentsUpdate carries occurrences, resolutions and reopenings.
+// IncidentsUpdate carries occurrences, resolutions and reopenings of
+// incidents routed individually, to the writer.
 func (s Subjects) IncidentsUpdate() string { return s.prefix + ".incidents.update" }
 
 // IncidentsOpen carries individual new incidents to the writer.

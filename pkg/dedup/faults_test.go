@@ -14,22 +14,22 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/dedup/deduptest"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/record/recordtest"
 	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // ownStore returns a RedisStore on the test's own Redis topology.
-func ownStore(t testing.TB, cfg config.Redis) *dedup.RedisStore {
+func ownStore(t testing.TB, cfg config.Redis) *record.RedisStore {
 	t.Helper()
 	cfg.DialTimeout, cfg.ReadTimeout, cfg.WriteTimeout = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 	require.NoError(t, cfg.Validate())
 	c, err := redisclient.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	return dedup.NewRedisStore(c, "swt"+testenv.RandomID(), deduptest.Config, clock.Real{})
+	return record.NewRedisStore(c, "swt"+testenv.RandomID(), recordtest.Config, clock.Real{})
 }
 
 // waitFor polls cond until it holds or within passes.
@@ -46,14 +46,14 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 
 // assertExact checks that n signals over fps fingerprints of tag each
 // counted once and produced one event.
-func assertExact(t *testing.T, p *pipeline, store dedup.Store, tag string, n, fps int) {
+func assertExact(t *testing.T, p *pipeline, store record.Store, tag string, n, fps int) {
 	t.Helper()
 	total, found := sumCounts(t, store, tag, fps)
 	assert.Equal(t, fps, found, "a record per fingerprint")
 	assert.EqualValues(t, n, total, "every signal counted exactly once")
 	subj := p.subjectCounts(t, bus.StreamIncidents)
 	assert.EqualValues(t, fps, subj[p.subj.DedupNew()], "one new incident per fingerprint")
-	assert.EqualValues(t, n-fps, subj[p.subj.IncidentsUpdate()], "one update per repeat")
+	assert.EqualValues(t, n-fps, subj[p.subj.DedupUnrouted()], "one update per repeat (none routed here)")
 	assert.Empty(t, p.subjectCounts(t, bus.StreamDLQ), "nothing dead-lettered")
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
@@ -74,7 +75,7 @@ type running struct {
 }
 
 // start runs a deduper replica on store until stop or test cleanup.
-func (p *pipeline) start(t testing.TB, store dedup.Store) *running {
+func (p *pipeline) start(t testing.TB, store record.Store) *running {
 	t.Helper()
 	ctx := context.Background()
 	a, err := app.New(ctx, p.cfg, quietLog(), app.Deduper, app.Options{Incidents: store})
@@ -252,9 +253,16 @@ type published struct {
 	Event   incident.Event
 }
 
+// redisConfig is the default single-node configuration pointed at addr.
+func redisConfig(addrs ...string) config.Redis {
+	cfg := config.DefaultRedis()
+	cfg.Addrs = addrs
+	return cfg
+}
+
 // sumCounts returns the records' counts over fps fingerprints of tag and
 // how many have a record.
-func sumCounts(t testing.TB, s dedup.Store, tag string, fps int) (total int64, found int) {
+func sumCounts(t testing.TB, s record.Store, tag string, fps int) (total int64, found int) {
 	t.Helper()
 	for k := range fps {
 		rec, err := s.Get(context.Background(), fingerprint(tag, k))

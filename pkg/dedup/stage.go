@@ -1,3 +1,8 @@
+// Package dedup is the deduper stage (DESIGN §3): for every signal it
+// decides, in the incident record of the signal's fingerprint
+// (pkg/record), whether it opens an incident, repeats one, resolves or
+// reopens it, and publishes the incident event where the incident's route
+// sends it.
 package dedup
 
 import (
@@ -11,6 +16,7 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
@@ -18,12 +24,6 @@ import (
 // StageName is the deduper's durable consumer name, shared by its
 // replicas, and its name in metrics, logs and the DLQ subject.
 const StageName = "deduper"
-
-// Checker is implemented by stores with a dependency to probe (Redis);
-// the stage adds it to readiness.
-type Checker interface {
-	Check(ctx context.Context) error
-}
 
 // Metrics are the deduper's own metrics.
 type Metrics struct {
@@ -54,12 +54,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // Stage is the deduper (DESIGN §3): it reads signals from the durable
-// "deduper" consumer, decides on each in the Store, and publishes the
+// "deduper" consumer, decides on each in the record store, and publishes the
 // incident event. The worker loop acks a signal only after its event is
 // stored in JetStream; a failure anywhere before leaves the signal to be
 // redelivered, and the store's seen mark makes the redelivery count once.
 type Stage struct {
-	store  Store
+	store  record.Decider
 	subj   bus.Subjects
 	worker *bus.Worker
 	m      *Metrics
@@ -72,7 +72,7 @@ type Stage struct {
 // New wires the deduper on p with store: it creates or updates the
 // durable consumer and registers metrics and readiness checks, but starts
 // nothing until Run. Several Stages (replicas) may share one consumer.
-func New(ctx context.Context, p *service.Process, store Store) (*Stage, error) {
+func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage, error) {
 	subj := bus.NewSubjects(p.Config.Bus.Prefix)
 	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry)}
 	var err error
@@ -90,7 +90,7 @@ func New(ctx context.Context, p *service.Process, store Store) (*Stage, error) {
 // checkStore is the store's readiness: reachable, and its last decision
 // did not fail.
 func (s *Stage) checkStore(ctx context.Context) error {
-	if c, ok := s.store.(Checker); ok {
+	if c, ok := s.store.(record.Checker); ok {
 		if err := c.Check(ctx); err != nil {
 			return err
 		}
@@ -107,16 +107,17 @@ func (s *Stage) Metrics() *Metrics { return s.m }
 // Run consumes until ctx ends, then drains in-flight signals.
 func (s *Stage) Run(ctx context.Context) error { return s.worker.Run(ctx) }
 
-// Handle decides on one signal and returns its incident event. Bad input
-// is permanent (DLQ); a store error is transient and returned as is, so
-// the signal is Nak'ed and waits: a store failure never becomes a new
-// incident.
+// Handle decides on one signal and returns its incident event. It reads
+// only the signal's head; the event carries the signal on as the bytes
+// received. Bad input is permanent (DLQ); a store error is transient and
+// returned as is, so the signal is Nak'ed and waits: a store failure never
+// becomes a new incident.
 func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
-	var sig signal.Signal
-	if err := signal.Decode(m.Data, &sig); err != nil {
+	var sig signal.Head
+	if err := signal.DecodeHead(m.Data, &sig); err != nil {
 		return nil, bus.Permanent(err)
 	}
-	if err := CheckSignal(&sig); err != nil {
+	if err := record.CheckSignal(&sig); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("invalid signal %s: %w", sig.ID, err))
 	}
 	msgID := m.MsgID()
@@ -134,7 +135,7 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	} else {
 		s.m.Decisions.WithLabelValues(string(res.Decision)).Inc()
 	}
-	out, ok, err := s.output(&sig, msgID, res)
+	out, ok, err := s.output(m.Data, msgID, res)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -145,16 +146,14 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 // event under the same msg-id (the first attempt may have died between the
 // store write and the publish), carrying the record as it stands now:
 // values are absolute and revisioned, so a newer state is never wrong.
-func (s *Stage) output(sig *signal.Signal, msgID string, res Result) (bus.Output, bool, error) {
-	r := res.Record
+// sig is the signal as received.
+func (s *Stage) output(sig []byte, msgID string, res record.Result) (bus.Output, bool, error) {
+	r := &res.Record
 	if res.Decision == incident.DecisionResolvedUnknown || r.IncidentID == "" {
 		return bus.Output{}, false, nil
 	}
-	ev := incident.Event{
-		Decision: res.Decision, IncidentID: r.IncidentID, Fingerprint: r.Fingerprint, Revision: r.Revision,
-		State: r.State, Count: r.Count, Flaps: r.Flaps, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
-		ResolvedAt: r.ResolvedAt, Route: r.Route, Signal: *sig,
-	}
+	ev := incident.Event{Decision: res.Decision, Signal: sig}
+	record.Refresh(&ev, r)
 	data, err := incident.Marshal(&ev)
 	if err != nil {
 		return bus.Output{}, false, bus.Permanent(fmt.Errorf("encoding incident event %s: %w", r.IncidentID, err))
@@ -165,17 +164,21 @@ func (s *Stage) output(sig *signal.Signal, msgID string, res Result) (bus.Output
 	return bus.Output{Subject: s.subject(res), Data: data, MsgID: OutputMsgID(msgID), Header: h}, true, nil
 }
 
-// subject routes an event: new incidents to the aggregator; repeats of a
-// storm member to the aggregator too, which counts them on the storm;
-// everything else to the writer.
-func (s *Stage) subject(res Result) string {
-	switch {
+// subject sends an event where the incident's route says: new incidents
+// to the aggregator, which routes them; updates of an individual incident
+// to the writer; updates of a storm member to the aggregator, which counts
+// them on the storm; and updates of an incident not routed yet to the
+// aggregator as well, which routes them once it has routed the incident.
+func (s *Stage) subject(res record.Result) string {
+	switch route := res.Record.Route; {
 	case res.Decision == incident.DecisionNew:
 		return s.subj.DedupNew()
-	case res.Record.Route != incident.RouteUndecided && res.Record.Route != incident.RouteIndividual:
-		return s.subj.DedupMember()
-	default:
+	case route == incident.RouteIndividual:
 		return s.subj.IncidentsUpdate()
+	case route == incident.RouteUndecided:
+		return s.subj.DedupUnrouted()
+	default:
+		return s.subj.DedupMember()
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/dedup/deduptest"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/record/recordtest"
 	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -22,13 +23,13 @@ import (
 
 // localStore returns a RedisStore on the machine's Redis under a prefix of
 // the test's own.
-func localStore(t testing.TB, clk clock.Clock) *dedup.RedisStore {
+func localStore(t testing.TB, clk clock.Clock) *record.RedisStore {
 	t.Helper()
 	r := testenv.LocalRedis(t)
 	c, err := redisclient.New(redisConfig(r.Addr))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	return dedup.NewRedisStore(c, r.Prefix, deduptest.Config, clk)
+	return record.NewRedisStore(c, r.Prefix, recordtest.Config, clk)
 }
 
 func TestStage_twoReplicasCountExactly(t *testing.T) {
@@ -46,7 +47,7 @@ func TestStage_twoReplicasCountExactly(t *testing.T) {
 	assert.EqualValues(t, signals, total, "every signal counted once")
 	subj := p.subjectCounts(t, bus.StreamIncidents)
 	assert.EqualValues(t, fps, subj[p.subj.DedupNew()], "exactly one new incident per fingerprint")
-	assert.EqualValues(t, signals-fps, subj[p.subj.IncidentsUpdate()])
+	assert.EqualValues(t, signals-fps, subj[p.subj.DedupUnrouted()], "no aggregator routes them here")
 	assert.Equal(t, fps, a.decisions(incident.DecisionNew)+b.decisions(incident.DecisionNew))
 	assert.Equal(t, signals-fps, a.decisions(incident.DecisionOccurrence)+b.decisions(incident.DecisionOccurrence))
 	assert.Positive(t, a.decisions(incident.DecisionOccurrence), "replica a took part")
@@ -59,13 +60,13 @@ func TestStage_twoReplicasCountExactly(t *testing.T) {
 // nor the ack ever leaves, as with a kill -9 between the Redis write and
 // the ack.
 type crashingStore struct {
-	dedup.Store
+	record.Store
 	crash   func()
 	once    sync.Once
 	crashed chan struct{}
 }
 
-func (c *crashingStore) Decide(ctx context.Context, sig *signal.Signal, msgID string) (dedup.Result, error) {
+func (c *crashingStore) Decide(ctx context.Context, sig *signal.Head, msgID string) (record.Result, error) {
 	res, err := c.Store.Decide(ctx, sig, msgID)
 	if err != nil {
 		return res, err
@@ -73,10 +74,10 @@ func (c *crashingStore) Decide(ctx context.Context, sig *signal.Signal, msgID st
 	fired := false
 	c.once.Do(func() { c.crash(); close(c.crashed); fired = true })
 	if fired {
-		return dedup.Result{}, errors.New("process killed")
+		return record.Result{}, errors.New("process killed")
 	}
 	<-c.crashed
-	return dedup.Result{}, errors.New("process killed")
+	return record.Result{}, errors.New("process killed")
 }
 
 func TestStage_crashAfterStoreWriteCountsOnce(t *testing.T) {
@@ -124,31 +125,40 @@ func TestStage_crashAfterStoreWriteCountsOnce(t *testing.T) {
 }
 
 // TestStage_timeline follows one fingerprint through the deduper with a
-// fake clock: new, repeat, window expiry, resolve, reopen, a storm route,
-// a resolve with nothing open, and a poison message.
+// fake clock: new, an unrouted repeat, window expiry, an individual route,
+// resolve, reopen, a storm route, a resolve with nothing open, and a
+// poison message.
 func TestStage_timeline(t *testing.T) {
 	p := newPipeline(t)
 	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	store := localStore(t, clk)
 	p.start(t, store)
 	fp := fingerprint("timeline", 0)
-	window := deduptest.Config.Window
+	window := recordtest.Config.Window
 
 	n := uint64(0)
+	sent := map[string][]byte{}
 	step := func(id string, st signal.Status, advance time.Duration) {
 		t.Helper()
 		clk.Advance(advance)
-		p.publish(t, testSignal(fp, id, st))
+		sig := testSignal(fp, id, st)
+		sig.ReceivedAt = clk.Now()
+		data, err := signal.Encode(sig)
+		require.NoError(t, err)
+		sent[id] = data
+		p.publish(t, sig)
 		n++
 		p.waitSettled(t, n, 20*time.Second)
 	}
 	step("t0-fire", signal.StatusFiring, 0)                  // new
 	step("t1-fire", signal.StatusFiring, window-time.Second) // occurrence, inside the window
 	step("t2-fire", signal.StatusFiring, window)             // window expired: a new incident
-	step("t3-resolve", signal.StatusResolved, time.Minute)   // resolved
-	step("t4-fire", signal.StatusFiring, 8*time.Minute)      // reopened within the reopen window
 	rec, err := store.Get(context.Background(), fp)
 	require.NoError(t, err)
+	_, err = store.SetRoute(context.Background(), fp, rec.IncidentID, incident.RouteIndividual)
+	require.NoError(t, err)
+	step("t3-resolve", signal.StatusResolved, time.Minute) // resolved
+	step("t4-fire", signal.StatusFiring, 8*time.Minute)    // reopened within the reopen window
 	_, err = store.SetRoute(context.Background(), fp, rec.IncidentID, "istorm000000000000001")
 	require.NoError(t, err)
 	step("t5-fire", signal.StatusFiring, time.Second)                                         // a storm member's repeat
@@ -171,7 +181,7 @@ func TestStage_timeline(t *testing.T) {
 		rev      int64
 	}{
 		{p.subj.DedupNew(), incident.DecisionNew, 1, 0, 1},
-		{p.subj.IncidentsUpdate(), incident.DecisionOccurrence, 2, 0, 2},
+		{p.subj.DedupUnrouted(), incident.DecisionOccurrence, 2, 0, 2},
 		{p.subj.DedupNew(), incident.DecisionNew, 1, 0, 1},
 		{p.subj.IncidentsUpdate(), incident.DecisionResolved, 1, 0, 2},
 		{p.subj.IncidentsUpdate(), incident.DecisionReopened, 2, 1, 3},
@@ -192,7 +202,12 @@ func TestStage_timeline(t *testing.T) {
 	for _, e := range evs[3:] {
 		assert.Equal(t, evs[2].Event.IncidentID, e.Event.IncidentID, "resolve and reopen keep the incident")
 	}
+	assert.Equal(t, incident.RouteUndecided, evs[1].Event.Route)
+	assert.Equal(t, incident.RouteIndividual, evs[3].Event.Route)
 	assert.Equal(t, "istorm000000000000001", evs[5].Event.Route)
+	for i, id := range []string{"t0-fire", "t1-fire", "t2-fire", "t3-resolve", "t4-fire", "t5-fire", "t6-resolve-other"} {
+		assert.Equal(t, string(sent[id]), string(evs[i].Event.Signal), "event %d carries its signal as the bytes received", i)
+	}
 	assert.Equal(t, dedup.OutputMsgID("t0-fire"), evs[0].MsgID)
 	assert.True(t, evs[4].Event.LastSeen.Equal(clk.Now().Add(-time.Second)))
 	assert.Equal(t, uint64(1), p.subjectCounts(t, bus.StreamDLQ)[p.subj.DLQ(dedup.StageName)], "the poison message is dead-lettered")

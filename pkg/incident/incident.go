@@ -6,6 +6,7 @@
 package incident
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/stormweir/stormweir/pkg/signal"
@@ -53,9 +54,12 @@ const (
 )
 
 // Event is one incident state change. The deduper publishes DecisionNew on
-// <prefix>.dedup.new, the other decisions on <prefix>.incidents.update (or,
-// for storm members, <prefix>.dedup.member); the aggregator forwards
-// individual new incidents unchanged on <prefix>.incidents.open.
+// <prefix>.dedup.new and the other decisions by the incident's route:
+// <prefix>.incidents.update when it is individual, <prefix>.dedup.member
+// when it is a storm's, <prefix>.dedup.unrouted while it is undecided. The
+// aggregator forwards individual new incidents on <prefix>.incidents.open
+// and unrouted updates of individual incidents on
+// <prefix>.incidents.update.
 type Event struct {
 	Decision    Decision `json:"decision"`
 	IncidentID  string   `json:"incidentID"`
@@ -72,8 +76,11 @@ type Event struct {
 	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
 	// Route is the incident record's route when the decision was taken.
 	Route string `json:"route,omitempty"`
-	// Signal is the signal the decision was taken on.
-	Signal signal.Signal `json:"signal"`
+	// Signal is the signal the decision was taken on, as the receiver
+	// encoded it (signal.Encode): every stage carries these bytes on
+	// unchanged and decodes them (signal.Decode, signal.DecodeHead) only
+	// where it reads the signal.
+	Signal json.RawMessage `json:"signal"`
 }
 
 // StormType says how a storm was detected.
@@ -123,6 +130,7 @@ type Storm struct {
 	Affected []signal.Target `json:"affected,omitempty"`
 	// AffectedTotal is the true number of distinct affected resources.
 	AffectedTotal int64 `json:"affectedTotal"`
-	// Signal is a representative signal (the one that opened the storm).
-	Signal signal.Signal `json:"signal"`
+	// Signal is a representative signal (the one that opened the storm),
+	// as the receiver encoded it.
+	Signal json.RawMessage `json:"signal"`
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/pkg/storm"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -38,8 +39,10 @@ type pipeline struct {
 	pub   *bus.Publisher
 	fp    *signal.Fingerprinter
 	redis *testenv.Redis
-	agg   *storm.Stage
-	seq   int
+	// incidents is the incident record store both stages share.
+	incidents record.Store
+	agg       *storm.Stage
+	seq       int
 	// stop ends the stages and closes their process.
 	stop func()
 }
@@ -90,6 +93,8 @@ func (p *pipeline) start() {
 	ded, err := a.Deduper(ctx)
 	require.NoError(t, err)
 	p.agg, err = a.Aggregator(ctx)
+	require.NoError(t, err)
+	p.incidents, err = a.Incidents()
 	require.NoError(t, err)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -165,7 +170,7 @@ func (p *pipeline) waitIdle() {
 	p.t.Helper()
 	testenv.WaitAcked(p.t, p.conn.JS, p.subj.StreamName(bus.StreamSignals), app.Deduper, 20*time.Second)
 	testenv.WaitAcked(p.t, p.conn.JS, p.subj.StreamName(bus.StreamIncidents), app.Aggregator, 20*time.Second,
-		p.subj.DedupNew(), p.subj.DedupMember())
+		p.subj.DedupNew(), p.subj.DedupMember(), p.subj.DedupUnrouted())
 }
 
 // advance moves the fake clock by d once the pipeline is idle, and waits
@@ -234,7 +239,15 @@ func (o outputs) closes() map[string]int {
 	return m
 }
 
-// openedBy returns the distinct incident ids forwarded as individual.
+// sig decodes the signal an event carries.
+func sig(t testing.TB, raw []byte) signal.Signal {
+	t.Helper()
+	var s signal.Signal
+	require.NoError(t, signal.Decode(raw, &s))
+	return s
+}
+
+// openIDs returns the distinct incident ids forwarded as individual.
 func (o outputs) openIDs() map[string]incident.Event {
 	m := map[string]incident.Event{}
 	for _, e := range o.open {

@@ -16,9 +16,10 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/signal"
 )
 
 // StageName is the aggregator's durable consumer name, shared by its
@@ -35,6 +36,19 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Routes is what the aggregator needs of the incident records: to record
+// each new incident's route, and to read the route of an update the
+// deduper decided before the route was known.
+type Routes interface {
+	record.Router
+	record.Reader
+}
+
+// ErrUnrouted is returned (transient) for an update of an incident whose
+// new-incident event the aggregator has not processed yet: the update
+// waits and comes back once the route is known.
+var ErrUnrouted = errors.New("incident not routed by the aggregator yet")
+
 // Metrics are the aggregator's own metrics.
 type Metrics struct {
 	Open     prometheus.Gauge
@@ -42,6 +56,7 @@ type Metrics struct {
 	Members  prometheus.Counter
 	Closes   prometheus.Counter
 	Dropped  prometheus.Counter
+	Unrouted *prometheus.CounterVec
 }
 
 // NewMetrics registers the aggregator metrics with reg.
@@ -67,20 +82,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "stormweir_storm_member_updates_dropped_total",
 			Help: "Member repeats for a storm the store no longer knows (expired long after its close); logged.",
 		}),
+		Unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_aggregator_unrouted_updates_total",
+			Help: "Updates decided before their incident was routed, by what became of them: individual (forwarded to the writer), storm (counted on the storm), waiting (retried: the new incident is not routed yet), gone (the incident record ended or expired first; dropped).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Open, m.Detected, m.Members, m.Closes, m.Dropped)
+	reg.MustRegister(m.Open, m.Detected, m.Members, m.Closes, m.Dropped, m.Unrouted)
 	return m
 }
 
-// Stage is the aggregator (DESIGN §4). Its worker reads new incidents and
-// storm members' repeats from the durable "aggregator" consumer; its
-// sweeper closes expired windows. Neither holds state between messages:
-// every decision is in the storm Store and the incident route in the dedup
-// Store, so replicas are interchangeable and a killed one loses nothing.
+// Stage is the aggregator (DESIGN §4). Its worker reads new incidents,
+// storm members' repeats and updates decided before their route from the
+// durable "aggregator" consumer; its sweeper closes expired windows.
+// Neither holds state between messages: every decision is in the storm
+// Store and the incident route in the incident record, so replicas are
+// interchangeable and a killed one loses nothing. It alone decides where
+// an incident goes: the writer gets only individual incidents and storms.
 type Stage struct {
 	cfg       config.Aggregator
 	storms    Store
-	incidents dedup.Store
+	incidents Routes
 	clk       clock.Clock
 	scoper    *Scoper
 	subj      bus.Subjects
@@ -99,10 +120,10 @@ type Stage struct {
 
 // New wires the aggregator on p: it creates or updates the durable
 // consumer and registers metrics and readiness checks, but starts nothing
-// until Run. storms keeps the windows, incidents is the deduper's store
+// until Run. storms keeps the windows, incidents the incident records
 // (where each incident's route is recorded), clk the time source of every
 // window decision.
-func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.Store, clk clock.Clock) (*Stage, error) {
+func New(ctx context.Context, p *service.Process, storms Store, incidents Routes, clk clock.Clock) (*Stage, error) {
 	cfg := p.Config
 	scoper := NewScoper(cfg.Aggregator.Scope)
 	subj := bus.NewSubjects(cfg.Bus.Prefix)
@@ -124,11 +145,14 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents dedup.
 	if c, ok := storms.(Checker); ok {
 		p.Health.AddCheck("storm-store", c.Check)
 	}
-	if c, ok := incidents.(Checker); ok {
-		p.Health.AddCheck("dedup-store", c.Check)
+	if c, ok := incidents.(record.Checker); ok {
+		p.Health.AddCheck("record-store", c.Check)
 	}
 	return s, nil
 }
+
+// Metrics returns the stage's metrics.
+func (s *Stage) Metrics() *Metrics { return s.m }
 
 // Run consumes and sweeps until ctx ends, then drains in-flight messages.
 func (s *Stage) Run(ctx context.Context) error {
@@ -136,11 +160,12 @@ func (s *Stage) Run(ctx context.Context) error {
 }
 
 // Handle routes one deduper event: a new incident is observed by the
-// detectors, a storm member's repeat is counted on its storm. Bad input is
-// permanent (DLQ); a store error is transient, so the event waits and is
-// retried: a Redis outage never turns a storm member into an individual
-// incident. A storm event is coalesced with those of the decisions in
-// flight beside it (see coalescer).
+// detectors, a storm member's repeat is counted on its storm, and an
+// update decided before its incident was routed follows the route. Bad
+// input is permanent (DLQ); a store error is transient, so the event waits
+// and is retried: a Redis outage never turns a storm member into an
+// individual incident. A storm event is coalesced with those of the
+// decisions in flight beside it (see coalescer).
 func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	var ev incident.Event
 	if err := incident.Unmarshal(m.Data, &ev); err != nil {
@@ -149,13 +174,16 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	if ev.IncidentID == "" || ev.Fingerprint == "" {
 		return nil, bus.Permanent(fmt.Errorf("incident event without incident id or fingerprint (seq %d)", m.StreamSeq))
 	}
-	if m.Subject != s.subj.DedupMember() && ev.Decision != incident.DecisionNew {
+	if (m.Subject == s.subj.DedupNew()) != (ev.Decision == incident.DecisionNew) {
 		return nil, bus.Permanent(fmt.Errorf("incident %s: %q event on %s", ev.IncidentID, ev.Decision, m.Subject))
 	}
 	t := s.co.enter()
 	defer s.co.release(t)
-	if m.Subject == s.subj.DedupMember() {
+	switch m.Subject {
+	case s.subj.DedupMember():
 		return s.member(ctx, &ev, t)
+	case s.subj.DedupUnrouted():
+		return s.unrouted(ctx, m, &ev, t)
 	}
 	return s.newIncident(ctx, &ev, t)
 }
@@ -168,20 +196,22 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 // republishes the same messages, which JetStream absorbs.
 func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
 	now := s.clk.Now()
-	sig, err := incident.Marshal(&ev.Signal)
-	if err != nil {
-		return nil, bus.Permanent(fmt.Errorf("encoding signal of incident %s: %w", ev.IncidentID, err))
+	var sig signal.Signal
+	if err := signal.Decode(ev.Signal, &sig); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("incident %s: %w", ev.IncidentID, err))
 	}
 	count := max(ev.Count, 1)
-	rate := s.scoper.Rate(&ev.Signal)
+	rate := s.scoper.Rate(&sig)
 	// Alertmanager's truncatedAlerts are alerts of the group that the
 	// webhook left out: each one lowers the rate threshold, so a group too
 	// large to send in full opens its storm at once.
-	threshold := max(s.cfg.RateThreshold-ev.Signal.TruncatedAlerts, 0)
+	threshold := max(s.cfg.RateThreshold-sig.TruncatedAlerts, 0)
+	// The signal goes to the store as the bytes received: a store keeps
+	// it only when the observation opens a storm.
 	obs := Observation{
 		Type: incident.StormRate, Scope: rate, IncidentID: ev.IncidentID, Unit: ev.IncidentID,
-		Target: ev.Signal.Target, Count: count, Threshold: threshold, Window: s.cfg.RateWindow,
-		Inactivity: s.cfg.InactivityTimeout, MaxDuration: s.cfg.MaxDuration, Signal: sig, Now: now,
+		Target: sig.Target, Count: count, Threshold: threshold, Window: s.cfg.RateWindow,
+		Inactivity: s.cfg.InactivityTimeout, MaxDuration: s.cfg.MaxDuration, Signal: ev.Signal, Now: now,
 	}
 	d, err := s.storms.Observe(ctx, obs)
 	if err != nil {
@@ -191,7 +221,7 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint
 		// A pattern storm is one alertname in many scopes: its unit is
 		// the rate scope, so many targets within one scope stay the rate
 		// detector's business.
-		obs.Type, obs.Scope, obs.Unit = incident.StormPattern, s.scoper.Pattern(&ev.Signal), rate.Hash
+		obs.Type, obs.Scope, obs.Unit = incident.StormPattern, s.scoper.Pattern(&sig), rate.Hash
 		obs.Threshold, obs.Window = s.cfg.PatternThreshold, s.cfg.PatternWindow
 		if d, err = s.storms.Observe(ctx, obs); err != nil {
 			return nil, err
@@ -211,25 +241,31 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint
 	if d.Verdict == Individual {
 		return s.individual(ctx, ev)
 	}
-	return s.joined(ctx, ev, d, count, now, ticket)
+	return s.joined(ctx, ev, sig.Target, d, count, now, ticket)
 }
 
 // individual records the route and forwards the incident to the writer.
+// Repeats decided while the route was undecided are in the record the
+// route was set on (see record.Router), so the event carries the record as
+// it stands: absolute values, newer revision.
 func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Output, error) {
 	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, incident.RouteIndividual)
 	switch {
-	case errors.Is(err, dedup.ErrNotFound):
+	case errors.Is(err, record.ErrNotFound):
 		// The incident ended or was replaced meanwhile; it was real, so
 		// it is still forwarded as it was.
 		s.log.Warn("incident record gone before routing; forwarding as received", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 	case err != nil:
 		return nil, fmt.Errorf("routing incident %s individually: %w", ev.IncidentID, err)
-	case rec.Revision > ev.Revision:
-		// Repeats arrived while the route was undecided: send the record
-		// as it stands (absolute values, newer revision).
-		ev.Revision, ev.State, ev.Count, ev.Flaps = rec.Revision, rec.State, rec.Count, rec.Flaps
-		ev.LastSeen, ev.ResolvedAt = rec.LastSeen, rec.ResolvedAt
+	default:
+		record.Refresh(ev, &rec)
 	}
+	return s.toWriter(ev, s.subj.IncidentsOpen(), "open:"+ev.IncidentID)
+}
+
+// toWriter forwards an individual incident's event to the writer under
+// msgID. The signal goes on as the bytes the deduper received.
+func (s *Stage) toWriter(ev *incident.Event, subject, msgID string) ([]bus.Output, error) {
 	ev.Route = incident.RouteIndividual
 	data, err := incident.Marshal(ev)
 	if err != nil {
@@ -238,23 +274,57 @@ func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Outpu
 	h := nats.Header{}
 	h.Set(bus.HeaderFingerprint, ev.Fingerprint)
 	h.Set(bus.HeaderIncident, ev.IncidentID)
-	return []bus.Output{{Subject: s.subj.IncidentsOpen(), Data: data, MsgID: "open:" + ev.IncidentID, Header: h}}, nil
+	return []bus.Output{{Subject: subject, Data: data, MsgID: msgID, Header: h}}, nil
+}
+
+// unrouted routes an update the deduper decided before the aggregator had
+// routed its incident, as the deduper would have, had it known the route:
+// an individual incident's update goes to the writer, a storm member's is
+// counted on its storm. While the route is still undecided (the incident's
+// new event is not processed yet, or waits for a retry) the update waits
+// too. The output's msg-id derives from the input's, so a redelivery
+// republishes the same message.
+func (s *Stage) unrouted(ctx context.Context, m *bus.Msg, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
+	rec, err := s.incidents.Get(ctx, ev.Fingerprint)
+	switch {
+	case errors.Is(err, record.ErrNotFound) || err == nil && rec.IncidentID != ev.IncidentID:
+		// The incident expired or ended (or another replaced it) before
+		// it was routed, or since: its route is unknown, and what the
+		// update counted is either in the event the route was decided
+		// with or of an incident that is over.
+		s.m.Unrouted.WithLabelValues("gone").Inc()
+		s.log.Info("update of an incident whose record is gone; nothing to route", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading the route of incident %s: %w", ev.IncidentID, err)
+	case rec.Route == incident.RouteUndecided:
+		s.m.Unrouted.WithLabelValues("waiting").Inc()
+		return nil, fmt.Errorf("update of incident %s: %w", ev.IncidentID, ErrUnrouted)
+	}
+	record.Refresh(ev, &rec)
+	if rec.Route == incident.RouteIndividual {
+		s.m.Unrouted.WithLabelValues("individual").Inc()
+		return s.toWriter(ev, s.subj.IncidentsUpdate(), "routed:"+m.MsgID())
+	}
+	s.m.Unrouted.WithLabelValues("storm").Inc()
+	ev.Route = rec.Route
+	return s.member(ctx, ev, ticket)
 }
 
 // joined points the member's fingerprint at its storm, so its repeats
 // count there, catches up on occurrences counted before the route was
 // set, and publishes the storm: the opening incident its own opened event,
 // a member the newest revision in flight.
-func (s *Stage) joined(ctx context.Context, ev *incident.Event, d Decision, count int64, now time.Time, ticket uint64) ([]bus.Output, error) {
+func (s *Stage) joined(ctx context.Context, ev *incident.Event, target signal.Target, d Decision, count int64, now time.Time, ticket uint64) ([]bus.Output, error) {
 	snap := d.Storm
 	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, snap.ID)
 	switch {
-	case errors.Is(err, dedup.ErrNotFound):
+	case errors.Is(err, record.ErrNotFound):
 		s.log.Warn("incident record gone before routing to its storm", "incident", ev.IncidentID, "storm", snap.ID)
 	case err != nil:
 		return nil, fmt.Errorf("routing incident %s to storm %s: %w", ev.IncidentID, snap.ID, err)
 	case rec.Count > count:
-		if snap, err = s.storms.Track(ctx, MemberUpdate{StormID: snap.ID, IncidentID: ev.IncidentID, Target: ev.Signal.Target, Count: rec.Count, Now: now}); err != nil {
+		if snap, err = s.storms.Track(ctx, MemberUpdate{StormID: snap.ID, IncidentID: ev.IncidentID, Target: target, Count: rec.Count, Now: now}); err != nil {
 			return nil, err
 		}
 	}
@@ -281,11 +351,16 @@ func (s *Stage) coalesced(ctx context.Context, snap *Snapshot, upTo uint64) ([]b
 }
 
 // member counts a storm member's repeat (absolute count) on its storm.
+// Of the signal it reads only the head (the target).
 func (s *Stage) member(ctx context.Context, ev *incident.Event, ticket uint64) ([]bus.Output, error) {
 	if _, err := tagOf(ev.Route); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("member event of incident %s: route: %w", ev.IncidentID, err))
 	}
-	snap, err := s.storms.Track(ctx, MemberUpdate{StormID: ev.Route, IncidentID: ev.IncidentID, Target: ev.Signal.Target, Count: ev.Count, Now: s.clk.Now()})
+	var sig signal.Head
+	if err := signal.DecodeHead(ev.Signal, &sig); err != nil {
+		return nil, bus.Permanent(fmt.Errorf("member event of incident %s: %w", ev.IncidentID, err))
+	}
+	snap, err := s.storms.Track(ctx, MemberUpdate{StormID: ev.Route, IncidentID: ev.IncidentID, Target: sig.Target, Count: ev.Count, Now: s.clk.Now()})
 	if errors.Is(err, ErrNotFound) {
 		s.m.Dropped.Inc()
 		s.log.Warn("repeat of a member of an unknown storm dropped", "storm", ev.Route, "incident", ev.IncidentID, "fingerprint", ev.Fingerprint, "count", ev.Count)
@@ -302,10 +377,7 @@ func (s *Stage) member(ctx context.Context, ev *incident.Event, ticket uint64) (
 // publishing it again is absorbed by JetStream. The close is the exception:
 // it is published once per storm, so its id is "storm:<id>:closed".
 func (s *Stage) stormOutput(snap *Snapshot, phase incident.StormPhase) (bus.Output, error) {
-	ev, err := snap.Event(phase)
-	if err != nil {
-		return bus.Output{}, bus.Permanent(fmt.Errorf("storm %s: %w", snap.ID, err))
-	}
+	ev := snap.Event(phase)
 	data, err := incident.Marshal(&ev)
 	if err != nil {
 		return bus.Output{}, bus.Permanent(fmt.Errorf("encoding storm %s: %w", snap.ID, err))

@@ -7,14 +7,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/pkg/storm"
 )
 
 func pods(name, ns string, from, n int) []alert {
@@ -54,7 +58,7 @@ func TestStage_rateStormOf200PodsIsTenIndividualsAndOneStorm(t *testing.T) {
 	assert.Equal(t, int64(190), s.Occurrences)
 	assert.Equal(t, int64(200), s.AffectedTotal, "precursors included")
 	assert.Len(t, s.Affected, incident.MaxAffected)
-	assert.Equal(t, "KubePodCrashLooping", s.Signal.Name)
+	assert.Equal(t, "KubePodCrashLooping", sig(t, s.Signal).Name)
 	opened := 0
 	for _, e := range o.storms {
 		if e.Phase == incident.StormOpened {
@@ -91,7 +95,7 @@ func TestStage_unrelatedAlertsStayIndividual(t *testing.T) {
 	assert.Len(t, ids, 10+9+10, "precursors and every unrelated alert are individual")
 	unrelated := 0
 	for _, e := range ids {
-		if e.Signal.Namespace != "shop" || e.Signal.Name != "KubePodCrashLooping" {
+		if s := sig(t, e.Signal); s.Namespace != "shop" || s.Name != "KubePodCrashLooping" {
 			unrelated++
 		}
 	}
@@ -152,7 +156,7 @@ func TestStage_patternStormFromSixNodesAcrossNamespaces(t *testing.T) {
 	assert.Equal(t, map[string]string{"alertname": "NodeFilesystemAlmostFull"}, s.Scope)
 	assert.Equal(t, int64(1), s.Members)
 	assert.Equal(t, int64(6), s.AffectedTotal)
-	assert.Equal(t, "node-5", s.Signal.Target.Name, "the sixth node opened it")
+	assert.Equal(t, "node-5", sig(t, s.Signal).Target.Name, "the sixth node opened it")
 }
 
 func TestStage_memberRepeatsCountOnTheStorm(t *testing.T) {
@@ -283,4 +287,101 @@ func TestStage_redeliveryRepublishesTheSameOutputs(t *testing.T) {
 		assert.Equal(t, s.Revision, st.Revision)
 	}
 	assert.Equal(t, 20, n)
+}
+
+// An update the deduper decided before the aggregator had routed its
+// incident follows the route once there is one: it waits while the route
+// is undecided, goes to the writer for an individual incident, counts on
+// the storm for a member, and is dropped when its incident's record is
+// gone.
+func TestStage_unroutedUpdateFollowsTheRoute(t *testing.T) {
+	p := newPipeline(t, nil)
+	ctx := context.Background()
+	alerts := pods("KubePodCrashLooping", "shop", 0, 12) // 10 individual, 2 members
+	p.settle(time.Second, alerts...)
+	before := onlyStorm(t, p.read())
+
+	// decide applies a signal of a to its record as the deduper does and
+	// returns the deduper's event as a message on subject.
+	decide := func(a alert, subject string) (*bus.Msg, []byte) {
+		t.Helper()
+		s := p.signal(a)
+		raw, err := signal.Encode(s)
+		require.NoError(t, err)
+		h := s.Head()
+		res, err := p.incidents.Decide(ctx, &h, s.ID)
+		require.NoError(t, err)
+		ev := incident.Event{Decision: res.Decision, Signal: raw}
+		record.Refresh(&ev, &res.Record)
+		data, err := incident.Marshal(&ev)
+		require.NoError(t, err)
+		return &bus.Msg{Subject: subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: {"d:" + s.ID}}}, raw
+	}
+	unrouted := func(a alert) (*bus.Msg, []byte) { return decide(a, p.subj.DedupUnrouted()) }
+	event := func(o bus.Output) incident.Event {
+		t.Helper()
+		var ev incident.Event
+		require.NoError(t, incident.Unmarshal(o.Data, &ev))
+		return ev
+	}
+
+	// An individual incident's update goes to the writer, with the
+	// record's values and the signal as received.
+	m, raw := unrouted(alerts[0])
+	outs, err := p.agg.Handle(ctx, m)
+	require.NoError(t, err)
+	require.Len(t, outs, 1)
+	assert.Equal(t, p.subj.IncidentsUpdate(), outs[0].Subject)
+	assert.Equal(t, "routed:"+m.MsgID(), outs[0].MsgID, "derived from the input's msg-id")
+	ev := event(outs[0])
+	assert.Equal(t, incident.RouteIndividual, ev.Route)
+	assert.Equal(t, incident.DecisionOccurrence, ev.Decision)
+	assert.EqualValues(t, 2, ev.Count)
+	assert.Equal(t, string(raw), string(ev.Signal))
+
+	// A storm member's update counts on the storm.
+	m, _ = unrouted(alerts[11])
+	outs, err = p.agg.Handle(ctx, m)
+	require.NoError(t, err)
+	require.Len(t, outs, 1)
+	assert.Equal(t, p.subj.IncidentsStorm(), outs[0].Subject)
+	var st incident.Storm
+	require.NoError(t, incident.Unmarshal(outs[0].Data, &st))
+	assert.Equal(t, before.StormID, st.StormID)
+	assert.Equal(t, before.Occurrences+1, st.Occurrences)
+
+	// An incident the aggregator has not routed yet: its update waits,
+	// and goes on once the new incident is routed.
+	other := pod("KubeContainerOOM", "other", "api-0")
+	newMsg, _ := decide(other, p.subj.DedupNew())
+	m, _ = unrouted(other)
+	_, err = p.agg.Handle(ctx, m)
+	require.ErrorIs(t, err, storm.ErrUnrouted)
+	outs, err = p.agg.Handle(ctx, newMsg)
+	require.NoError(t, err)
+	require.Len(t, outs, 1)
+	require.Equal(t, p.subj.IncidentsOpen(), outs[0].Subject)
+	assert.EqualValues(t, 2, event(outs[0]).Count, "the route was set on the record the update counted in")
+	outs, err = p.agg.Handle(ctx, m)
+	require.NoError(t, err)
+	require.Len(t, outs, 1)
+	assert.Equal(t, p.subj.IncidentsUpdate(), outs[0].Subject)
+
+	// An update whose incident's record is gone is dropped.
+	m, _ = unrouted(alerts[1])
+	var gone incident.Event
+	require.NoError(t, incident.Unmarshal(m.Data, &gone))
+	gone.IncidentID = "i00000000000000000000"
+	m.Data, err = incident.Marshal(&gone)
+	require.NoError(t, err)
+	outs, err = p.agg.Handle(ctx, m)
+	require.NoError(t, err)
+	assert.Empty(t, outs)
+
+	met := p.agg.Metrics().Unrouted
+	for result, want := range map[string]float64{"individual": 2, "storm": 1, "waiting": 1, "gone": 1} {
+		var v dto.Metric
+		require.NoError(t, met.WithLabelValues(result).Write(&v))
+		assert.Equal(t, want, v.GetCounter().GetValue(), result)
+	}
 }

@@ -110,7 +110,7 @@ type Observation struct {
 	Inactivity  time.Duration
 	MaxDuration time.Duration
 	// Signal is the encoded representative signal, kept when this
-	// observation opens a storm.
+	// observation opens a storm (and only then sent to Redis).
 	Signal []byte
 	// Now is the decision time.
 	Now time.Time
@@ -225,9 +225,10 @@ func (s *Snapshot) Deadline() time.Time {
 	return a
 }
 
-// Event returns the storm as the message the writer consumes.
-func (s *Snapshot) Event(phase incident.StormPhase) (incident.Storm, error) {
-	ev := incident.Storm{
+// Event returns the storm as the message the writer consumes. The signal
+// goes on as the bytes the store kept, as the receiver encoded them.
+func (s *Snapshot) Event(phase incident.StormPhase) incident.Storm {
+	return incident.Storm{
 		Phase:         phase,
 		StormID:       s.ID,
 		Fingerprint:   s.Scope.Hash,
@@ -241,13 +242,8 @@ func (s *Snapshot) Event(phase incident.StormPhase) (incident.Storm, error) {
 		Occurrences:   s.Occurrences,
 		Affected:      s.Affected,
 		AffectedTotal: s.AffectedTotal,
+		Signal:        s.Signal,
 	}
-	if len(s.Signal) > 0 {
-		if err := incident.Unmarshal(s.Signal, &ev.Signal); err != nil {
-			return ev, errors.Join(errors.New("decoding storm signal"), err)
-		}
-	}
-	return ev, nil
 }
 
 // targetKey is the canonical encoding of a target, the unit of "distinct

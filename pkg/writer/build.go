@@ -190,9 +190,10 @@ func newRequest(id, fp string, sig *signal.Signal, pl placement, maxAnnotationBy
 	return rr
 }
 
-// newStormRequest builds the RemediationRequest for a storm incident.
-func newStormRequest(s *incident.Storm, pl placement, maxAnnotationBytes int) *v1alpha1.RemediationRequest {
-	sig := s.Signal
+// newStormRequest builds the RemediationRequest for a storm incident; rep
+// is its representative signal, decoded.
+func newStormRequest(s *incident.Storm, rep *signal.Signal, pl placement, maxAnnotationBytes int) *v1alpha1.RemediationRequest {
+	sig := *rep
 	// A storm is about many resources: the representative signal's target
 	// would single one out, so only the namespace is kept.
 	sig.Target = signal.Target{Namespace: pl.origin}

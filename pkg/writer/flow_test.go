@@ -18,8 +18,8 @@ import (
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -289,22 +289,21 @@ func TestWriter_behindTheDeduperWritesTheRecordsNewestState(t *testing.T) {
 	h := startWriter(t)
 	ctx := context.Background()
 	ns := h.namespace("prod-"+h.id, nil)
-	sig := event(fingerprintOf("behind-"+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
+	sig := testSignal(fingerprintOf("behind-"+h.id), "x", ns, signal.SeverityWarning)
+	head := sig.Head()
 
 	var events []incident.Event
 	for i := range 4 {
-		res, err := h.store.Decide(ctx, &sig, fmt.Sprintf("m%d", i))
+		res, err := h.store.Decide(ctx, &head, fmt.Sprintf("m%d", i))
 		require.NoError(t, err)
 		rec := res.Record
 		if i == 0 {
 			rec, err = h.store.SetRoute(ctx, sig.Fingerprint, rec.IncidentID, incident.RouteIndividual)
 			require.NoError(t, err)
 		}
-		events = append(events, incident.Event{
-			Decision: res.Decision, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
-			Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
-			LastSeen: rec.LastSeen, Route: rec.Route, Signal: sig,
-		})
+		e := incident.Event{Decision: res.Decision, Signal: encoded(sig)}
+		record.Refresh(&e, &rec)
+		events = append(events, e)
 	}
 	before := h.writes()
 	h.open(events[0])
@@ -326,9 +325,9 @@ func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
 	h := startWriter(t)
 	ctx := context.Background()
 	ns := h.namespace("prod-"+h.id, nil)
-	sig := event(fingerprintOf("term-"+h.id), "x", 1, 1, ns, signal.SeverityCritical).Signal
+	sig := testSignal(fingerprintOf("term-"+h.id), "x", ns, signal.SeverityCritical)
 
-	first := h.newIndividual(&sig, "m1")
+	first := h.newIndividual(sig, "m1")
 	h.open(first)
 	h.waitAcked(1, 10*time.Second)
 	rr1 := get(t, ns, first.IncidentID)
@@ -336,10 +335,10 @@ func TestWriter_terminalPhaseEndsIncident(t *testing.T) {
 	require.NoError(t, setPhase(ctx, ns, rr1.Name, "Completed"))
 	require.Eventually(t, func() bool {
 		_, err := h.store.Get(ctx, sig.Fingerprint)
-		return errors.Is(err, dedup.ErrNotFound)
+		return errors.Is(err, record.ErrNotFound)
 	}, 10*time.Second, 10*time.Millisecond, "a Completed request ends its incident record")
 
-	second := h.newIndividual(&sig, "m2")
+	second := h.newIndividual(sig, "m2")
 	require.NotEqual(t, first.IncidentID, second.IncidentID)
 	h.open(second)
 	h.waitAcked(2, 10*time.Second)
@@ -378,49 +377,30 @@ func TestWriter_foldsIncidentIntoActiveRequest(t *testing.T) {
 	assert.EqualValues(t, 1, counterValue(h.w.m.folded))
 }
 
-func TestWriter_updateWithoutRequestFollowsRoute(t *testing.T) {
+// An update of an individual incident may reach the writer before its
+// incident's open event (the aggregator forwards updates decided before
+// the route as soon as the route is set): it creates the request, and the
+// open event that follows changes nothing.
+func TestWriter_updateBeforeOpenCreatesTheRequest(t *testing.T) {
 	h := startWriter(t)
-	ctx := context.Background()
 	ns := h.namespace("prod-"+h.id, nil)
-	decide := func(key, route string) incident.Event {
-		t.Helper()
-		sig := event(fingerprintOf(key+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
-		res, err := h.store.Decide(ctx, &sig, key)
-		require.NoError(t, err)
-		rec := res.Record
-		if route != "" {
-			rec, err = h.store.SetRoute(ctx, sig.Fingerprint, rec.IncidentID, route)
-			require.NoError(t, err)
-		}
-		e := event(sig.Fingerprint, rec.IncidentID, rec.Revision+1, 2, ns, signal.SeverityWarning)
-		e.Decision, e.Route = incident.DecisionOccurrence, incident.RouteUndecided
-		return e
-	}
-	direct := event(fingerprintOf("direct"+h.id), "i"+h.id+"direct", 2, 2, ns, signal.SeverityWarning)
-	direct.Decision = incident.DecisionOccurrence // route individual on the event
-	individual := decide("individual", incident.RouteIndividual)
-	member := decide("member", "s"+h.id+"storm")
-	undecided := decide("undecided", "")
-	gone := event(fingerprintOf("gone"+h.id), "i"+h.id+"gone", 2, 2, ns, signal.SeverityWarning)
-	gone.Decision, gone.Route = incident.DecisionOccurrence, incident.RouteUndecided
+	open := event(fingerprintOf("early"+h.id), "i"+h.id+"early", 1, 1, ns, signal.SeverityWarning)
+	upd := open
+	upd.Decision, upd.Revision, upd.Count = incident.DecisionOccurrence, 2, 2
 
-	for _, e := range []incident.Event{direct, individual, member, undecided, gone} {
-		h.update(e)
-	}
-	h.waitAcked(4, 10*time.Second)
-	assert.EqualValues(t, 2, get(t, ns, direct.IncidentID).Status.Occurrences.Count)
-	assert.EqualValues(t, 2, get(t, ns, individual.IncidentID).Status.Occurrences.Count)
-	assert.EqualValues(t, 1, counterValue(h.w.m.skipped.WithLabelValues(skipStormMember)))
-	assert.EqualValues(t, 1, counterValue(h.w.m.skipped.WithLabelValues(skipGone)))
-	require.Eventually(t, func() bool { return h.result(bus.ResultNak) >= 1 }, 5*time.Second, 10*time.Millisecond,
-		"an undecided route waits (nak)")
-	assert.Len(t, list(t, ns), 2)
+	h.update(upd)
+	h.waitAcked(1, 10*time.Second)
+	rr := get(t, ns, open.IncidentID)
+	require.NotNil(t, rr.Status.Occurrences)
+	assert.EqualValues(t, 2, rr.Status.Occurrences.Count)
+	assert.Equal(t, "KubePodCrashLooping", rr.Spec.Signal.Name, "the spec from the update's signal")
 
-	// Once the aggregator routes it, the waiting update creates its request.
-	_, err := h.store.SetRoute(ctx, undecided.Fingerprint, undecided.IncidentID, incident.RouteIndividual)
-	require.NoError(t, err)
-	h.waitAcked(5, 10*time.Second)
-	assert.EqualValues(t, 2, get(t, ns, undecided.IncidentID).Status.Occurrences.Count)
+	before := h.writes()
+	h.open(open)
+	h.waitWritten(2, 10*time.Second)
+	assert.Zero(t, h.writes()-before, "the older open event is stale")
+	assert.EqualValues(t, 2, get(t, ns, open.IncidentID).Status.Occurrences.Count)
+	assert.Len(t, list(t, ns), 1)
 }
 
 func TestWriter_writesStormRequest(t *testing.T) {
@@ -436,7 +416,7 @@ func TestWriter_writesStormRequest(t *testing.T) {
 		Scope: map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns}, Type: incident.StormRate,
 		Revision: 1, DetectedAt: now, LastSeen: now, Members: 11, Occurrences: 11,
 		Affected: affected[:11], AffectedTotal: 11,
-		Signal: event("x", "x", 1, 1, ns, signal.SeverityCritical).Signal,
+		Signal: encoded(testSignal("x", "x", ns, signal.SeverityCritical)),
 	}
 	h.publish(h.subj.IncidentsStorm(), s, "storm:1")
 	upd := s
@@ -464,7 +444,9 @@ func TestWriter_deadLettersInvalidRequest(t *testing.T) {
 	h := startWriter(t)
 	ns := h.namespace("prod-"+h.id, nil)
 	e := event(fingerprintOf("bad"+h.id), "i"+h.id+"bad", 1, 1, ns, signal.SeverityWarning)
-	e.Signal.Source = "carrier-pigeon" // the CRD's enum rejects it: 422
+	sig := testSignal(e.Fingerprint, "bad", ns, signal.SeverityWarning)
+	sig.Source = "carrier-pigeon" // the CRD's enum rejects it: 422
+	e.Signal = encoded(sig)
 	h.open(e)
 	require.Eventually(t, func() bool { return h.result(bus.ResultDLQ) == 1 }, 10*time.Second, 10*time.Millisecond)
 	assert.Zero(t, h.result(bus.ResultNak), "a validation error is not retried")

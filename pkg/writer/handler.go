@@ -13,8 +13,8 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/bus"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -28,14 +28,12 @@ const (
 	indexIncident = "stormweir.incident"
 )
 
-// ErrUndecided is returned (transient) for an update whose incident has no
-// request yet while the aggregator has not routed it: the message waits
-// and comes back once the route is known.
-var ErrUndecided = errors.New("incident not routed by the aggregator yet")
-
 // Handle is the writer's bus.Handler: it turns one incident or storm event
 // into at most one create and one (coalesced) status write. It never
-// publishes outputs; the message is acked once the write is done.
+// publishes outputs; the message is acked once the write is done. Every
+// incident event it gets is of an individual incident (the aggregator
+// routes the others), so an open and an update differ only in what they
+// count.
 func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	switch m.Subject {
 	case w.subj.IncidentsOpen(), w.subj.IncidentsUpdate():
@@ -46,7 +44,7 @@ func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 		if e.IncidentID == "" || e.Fingerprint == "" {
 			return nil, bus.Permanent(errors.New("incident event without incidentID or fingerprint"))
 		}
-		return nil, w.handleEvent(ctx, m, &e, m.Subject == w.subj.IncidentsOpen())
+		return nil, w.handleEvent(ctx, m, &e)
 	case w.subj.IncidentsStorm():
 		var s incident.Storm
 		if err := incident.Unmarshal(m.Data, &s); err != nil {
@@ -60,41 +58,16 @@ func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	return nil, bus.Permanent(fmt.Errorf("writer: unexpected subject %s", m.Subject))
 }
 
-func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event, open bool) error {
+// handleEvent writes an individual incident's event: into the request
+// that counts the incident, created first when there is none yet (an
+// update may overtake its incident's open event; either creates it).
+func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event) error {
 	log := w.log.With("incident", e.IncidentID, "fingerprint", e.Fingerprint, "revision", e.Revision)
 	host, own, err := w.hostOf(ctx, e.IncidentID)
 	if err != nil {
 		return err
 	}
-	// One read of the incident record serves both the route of an update
-	// without a request and the refresh below.
-	rec, recErr := w.store.Get(ctx, e.Fingerprint)
-	if host == nil && !open {
-		route := e.Route
-		if route == incident.RouteUndecided {
-			switch {
-			case errors.Is(recErr, dedup.ErrNotFound) || recErr == nil && rec.IncidentID != e.IncidentID:
-				// The incident ended before it had a request: nothing to update.
-				w.m.skipped.WithLabelValues(skipGone).Inc()
-				log.Info("update for an incident without request or record; nothing to write")
-				return nil
-			case recErr != nil:
-				return fmt.Errorf("reading incident record of %s: %w", e.Fingerprint, recErr)
-			}
-			if rec.Route == incident.RouteUndecided {
-				return fmt.Errorf("update for incident %s: %w", e.IncidentID, ErrUndecided)
-			}
-			route = rec.Route
-		}
-		if route != incident.RouteIndividual {
-			// A storm member: the aggregator counts its occurrences on the storm.
-			w.m.skipped.WithLabelValues(skipStormMember).Inc()
-			return nil
-		}
-	}
-	if recErr == nil {
-		e = w.latest(e, &rec)
-	}
+	w.latest(ctx, e)
 	created := false
 	if host == nil {
 		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
@@ -133,22 +106,20 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event,
 	return nil
 }
 
-// latest returns e brought to its incident record's newest state when the
-// record (the deduper's truth, absolute values under one revision counter)
-// is ahead of it. Under a backlog the writer reads an incident's events
-// long after they were decided; writing the newest values at once makes
-// the events queued behind this one stale (acked without a write) instead
-// of costing a write each. A record that moved on to another incident
-// leaves e as it is: its own values are still correct.
-func (w *Writer) latest(e *incident.Event, rec *dedup.Record) *incident.Event {
-	if rec.IncidentID != e.IncidentID || rec.Revision <= e.Revision {
-		return e
+// latest brings e to its incident record's newest state when the record
+// (the deduper's truth, absolute values under one revision counter) is
+// ahead of it. Under a backlog the writer reads an incident's events long
+// after they were decided; writing the newest values at once makes the
+// events queued behind this one stale (acked without a write) instead of
+// costing a write each. A record that is gone or moved on to another
+// incident leaves e as it is: its own values are still correct. So does a
+// failed read: the refresh saves writes, it is never needed to be right,
+// and the writer does not wait for Redis to write what it already has.
+func (w *Writer) latest(ctx context.Context, e *incident.Event) {
+	rec, err := w.records.Get(ctx, e.Fingerprint)
+	if err == nil && record.Refresh(e, &rec) {
+		w.m.refreshed.Inc()
 	}
-	n := *e
-	n.Revision, n.State, n.Count, n.Flaps = rec.Revision, rec.State, rec.Count, rec.Flaps
-	n.FirstSeen, n.LastSeen, n.ResolvedAt = rec.FirstSeen, rec.LastSeen, rec.ResolvedAt
-	w.m.refreshed.Inc()
-	return &n
 }
 
 // ensureOnce finds or creates the request that counts incident e (see
@@ -208,7 +179,8 @@ func (w *Writer) hostOf(ctx context.Context, id string) (*types.NamespacedName, 
 
 // ensure returns the request that counts incident e: the active request
 // of its fingerprint when there is one (e is folded into it), else its own,
-// created now. Creating is idempotent by name.
+// created now. Creating is idempotent by name. Only a create reads the
+// event's signal.
 func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.NamespacedName, own, created bool, err error) {
 	active, previous, err := w.byFingerprint(ctx, e.Fingerprint)
 	if err != nil {
@@ -218,11 +190,15 @@ func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.Name
 		k := client.ObjectKeyFromObject(active)
 		return &k, active.Spec.IncidentID == e.IncidentID, false, nil
 	}
-	pl, err := w.place(ctx, &e.Signal, e.Signal.Target.Namespace, e.Signal.Namespace)
+	var sig signal.Signal
+	if err := signal.Decode(e.Signal, &sig); err != nil {
+		return nil, false, false, bus.Permanent(fmt.Errorf("incident %s: %w", e.IncidentID, err))
+	}
+	pl, err := w.place(ctx, &sig, sig.Target.Namespace, sig.Namespace)
 	if err != nil {
 		return nil, false, false, err
 	}
-	rr := newRequest(e.IncidentID, e.Fingerprint, &e.Signal, pl, w.cfg.MaxAnnotationBytes, e.FirstSeen)
+	rr := newRequest(e.IncidentID, e.Fingerprint, &sig, pl, w.cfg.MaxAnnotationBytes, e.FirstSeen)
 	// The create carries the event's status: one API write per new request.
 	applyOwn(e)(&rr.Status)
 	if previous != nil {
@@ -358,11 +334,15 @@ func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm)
 	if host == nil {
 		created := false
 		host, _, created, err = w.once(s.StormID, func() (*types.NamespacedName, bool, bool, error) {
-			pl, err := w.place(ctx, &s.Signal, s.Scope["namespace"], s.Signal.Target.Namespace, s.Signal.Namespace)
+			var sig signal.Signal
+			if err := signal.Decode(s.Signal, &sig); err != nil {
+				return nil, false, false, bus.Permanent(fmt.Errorf("storm %s: %w", s.StormID, err))
+			}
+			pl, err := w.place(ctx, &sig, s.Scope["namespace"], sig.Target.Namespace, sig.Namespace)
 			if err != nil {
 				return nil, false, false, err
 			}
-			rr := newStormRequest(s, pl, w.cfg.MaxAnnotationBytes)
+			rr := newStormRequest(s, &sig, pl, w.cfg.MaxAnnotationBytes)
 			applyStorm(s)(&rr.Status)
 			created, err := w.create(ctx, rr)
 			if err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -24,8 +24,8 @@ func TestWriter_runLeavesNoGoroutine(t *testing.T) {
 
 	h.start()
 	ctx := context.Background()
-	sig := event(fingerprintOf("leak-"+h.id), "x", 1, 1, ns, signal.SeverityWarning).Signal
-	e := h.newIndividual(&sig, "m1")
+	sig := testSignal(fingerprintOf("leak-"+h.id), "x", ns, signal.SeverityWarning)
+	e := h.newIndividual(sig, "m1")
 	h.open(e)
 	h.waitAcked(1, 10*time.Second)
 	h.updates(e, e.Revision+1, e.Revision+1)
@@ -36,7 +36,7 @@ func TestWriter_runLeavesNoGoroutine(t *testing.T) {
 	require.NoError(t, setPhase(ctx, ns, RequestName(e.IncidentID), "Completed"))
 	require.Eventually(t, func() bool {
 		_, err := h.store.Get(ctx, sig.Fingerprint)
-		return errors.Is(err, dedup.ErrNotFound)
+		return errors.Is(err, record.ErrNotFound)
 	}, 10*time.Second, 10*time.Millisecond, "the terminal phase ended the incident")
 
 	h.stop()

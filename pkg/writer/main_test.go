@@ -30,8 +30,8 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -100,7 +100,7 @@ type harness struct {
 	w     *Writer
 	p     *service.Process
 	clk   *clock.Fake
-	store *dedup.RedisStore
+	store *record.RedisStore
 	pub   *bus.Publisher
 	subj  bus.Subjects
 	id    string
@@ -165,8 +165,8 @@ func (h *harness) start() {
 	p, err := service.NewProcess(ctx, h.cfg, log, "writer-test")
 	require.NoError(t, err)
 	h.p = p
-	h.store = dedup.NewRedisStore(h.redis.Client, h.redis.Prefix, h.cfg.Dedup, h.clk)
-	h.w, err = New(ctx, Options{Process: p, Store: h.store, RestConfig: testRest, Clock: h.clk})
+	h.store = record.NewRedisStore(h.redis.Client, h.redis.Prefix, h.cfg.Dedup, h.clk)
+	h.w, err = New(ctx, Options{Process: p, Records: h.store, RestConfig: testRest, Clock: h.clk})
 	require.NoError(t, err)
 	h.pub = p.Publisher()
 	h.subj = bus.NewSubjects(h.cfg.Bus.Prefix)
@@ -230,16 +230,15 @@ func (h *harness) update(e incident.Event) {
 func (h *harness) newIndividual(sig *signal.Signal, msgID string) incident.Event {
 	h.t.Helper()
 	ctx := context.Background()
-	res, err := h.store.Decide(ctx, sig, msgID)
+	head := sig.Head()
+	res, err := h.store.Decide(ctx, &head, msgID)
 	require.NoError(h.t, err)
 	require.Equal(h.t, incident.DecisionNew, res.Decision)
 	rec, err := h.store.SetRoute(ctx, sig.Fingerprint, res.Record.IncidentID, incident.RouteIndividual)
 	require.NoError(h.t, err)
-	return incident.Event{
-		Decision: incident.DecisionNew, IncidentID: rec.IncidentID, Fingerprint: rec.Fingerprint,
-		Revision: rec.Revision, State: rec.State, Count: rec.Count, FirstSeen: rec.FirstSeen,
-		LastSeen: rec.LastSeen, Route: rec.Route, Signal: *sig,
-	}
+	e := incident.Event{Decision: incident.DecisionNew, Signal: encoded(sig)}
+	record.Refresh(&e, &rec)
+	return e
 }
 
 // acked is how many messages the writer has acked so far.
@@ -373,16 +372,31 @@ func event(fp, id string, rev, count int64, ns string, sev signal.Severity) inci
 	return incident.Event{
 		Decision: incident.DecisionNew, IncidentID: id, Fingerprint: fp, Revision: rev,
 		State: incident.StateFiring, Count: count, FirstSeen: now, LastSeen: now,
-		Route: incident.RouteIndividual,
-		Signal: signal.Signal{
-			ID: id + "-sig", Fingerprint: fp, Source: signal.SourceAlertmanager, Name: "KubePodCrashLooping",
-			Status: signal.StatusFiring, Severity: sev, Namespace: ns,
-			Target:      signal.Target{Kind: "Pod", Name: "api-0", Namespace: ns},
-			Labels:      map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns, "pod": "api-0", "severity": string(sev)},
-			Annotations: map[string]string{"summary": "pod api-0 is crash looping"},
-			StartsAt:    now.Add(-time.Minute), ReceivedAt: now,
-		},
+		Route:  incident.RouteIndividual,
+		Signal: encoded(testSignal(fp, id+"-sig", ns, sev)),
 	}
+}
+
+// testSignal is a firing signal of fingerprint fp in ns.
+func testSignal(fp, id, ns string, sev signal.Severity) *signal.Signal {
+	now := time.Now().UTC()
+	return &signal.Signal{
+		ID: id, Fingerprint: fp, Source: signal.SourceAlertmanager, Name: "KubePodCrashLooping",
+		Status: signal.StatusFiring, Severity: sev, Namespace: ns,
+		Target:      signal.Target{Kind: "Pod", Name: "api-0", Namespace: ns},
+		Labels:      map[string]string{"alertname": "KubePodCrashLooping", "namespace": ns, "pod": "api-0", "severity": string(sev)},
+		Annotations: map[string]string{"summary": "pod api-0 is crash looping"},
+		StartsAt:    now.Add(-time.Minute), ReceivedAt: now,
+	}
+}
+
+// encoded is s as the receiver publishes it.
+func encoded(s *signal.Signal) []byte {
+	b, err := signal.Encode(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // counterValue reads a counter's current value.

@@ -12,10 +12,8 @@ import (
 // Reasons an incident message ends without a Kubernetes write, counted by
 // stormweir_writer_skipped_total.
 const (
-	skipStale       = "stale_revision"
-	skipStormMember = "storm_member"
-	skipGone        = "incident_gone"
-	skipFoldFull    = "fold_list_full"
+	skipStale    = "stale_revision"
+	skipFoldFull = "fold_list_full"
 )
 
 // metrics are the writer's own metrics, next to the worker loop's.
@@ -68,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		refreshed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stormweir_writer_events_refreshed_total",
-			Help: "Incident events written with their record's newer state (read from the dedup store) because the writer was behind.",
+			Help: "Incident events written with their record's newer state (read from the incident record) because the writer was behind.",
 		}),
 	}
 	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended, m.refreshed)

@@ -10,6 +10,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/signal"
 )
 
 // Preview builds RemediationRequests exactly as the writer would create
@@ -33,20 +34,28 @@ func NewPreview(cfg config.Writer) (*Preview, error) {
 
 // Request is the request an individual incident opens.
 func (p *Preview) Request(ctx context.Context, e *incident.Event) (*v1alpha1.RemediationRequest, error) {
-	pl, err := p.place(ctx, e.Signal.Namespace, string(e.Signal.Severity))
+	var sig signal.Signal
+	if err := signal.Decode(e.Signal, &sig); err != nil {
+		return nil, err
+	}
+	pl, err := p.place(ctx, sig.Namespace, string(sig.Severity))
 	if err != nil {
 		return nil, err
 	}
-	return newRequest(e.IncidentID, e.Fingerprint, &e.Signal, pl, p.cfg.MaxAnnotationBytes, e.FirstSeen), nil
+	return newRequest(e.IncidentID, e.Fingerprint, &sig, pl, p.cfg.MaxAnnotationBytes, e.FirstSeen), nil
 }
 
 // StormRequest is the request a storm opens.
 func (p *Preview) StormRequest(ctx context.Context, s *incident.Storm) (*v1alpha1.RemediationRequest, error) {
-	pl, err := p.place(ctx, s.Signal.Namespace, string(s.Signal.Severity))
+	var sig signal.Signal
+	if err := signal.Decode(s.Signal, &sig); err != nil {
+		return nil, err
+	}
+	pl, err := p.place(ctx, sig.Namespace, string(sig.Severity))
 	if err != nil {
 		return nil, err
 	}
-	return newStormRequest(s, pl, p.cfg.MaxAnnotationBytes), nil
+	return newStormRequest(s, &sig, pl, p.cfg.MaxAnnotationBytes), nil
 }
 
 func (p *Preview) place(ctx context.Context, ns, severity string) (placement, error) {

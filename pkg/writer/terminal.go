@@ -13,19 +13,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
-	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/record"
 )
 
 // ender ends the incident of every request that reaches a terminal phase:
 // it removes the incident records (the request's own incident and those
-// folded into it) from the dedup store, so the next firing of the
+// folded into it), so the next firing of the
 // fingerprint opens a new incident and a new request. It is driven by the
 // request informer and a rate-limited work queue, so a Redis outage only
 // delays the ending, and a restart re-ends every terminal request once
 // (End is idempotent). The queue (which runs goroutines of its own) lives
 // from open to close, within the writer's Run.
 type ender struct {
-	store    dedup.Store
+	store    record.Ender
 	cache    client.Reader
 	terminal map[string]bool
 	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
@@ -38,7 +38,7 @@ type ender struct {
 	done map[types.UID]int
 }
 
-func newEnder(store dedup.Store, cache client.Reader, terminal map[string]bool, m *metrics, log *slog.Logger) *ender {
+func newEnder(store record.Ender, cache client.Reader, terminal map[string]bool, m *metrics, log *slog.Logger) *ender {
 	return &ender{
 		store: store, cache: cache, terminal: terminal, m: m, log: log,
 		done: map[types.UID]int{},

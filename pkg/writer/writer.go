@@ -39,7 +39,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/service"
 )
 
@@ -72,13 +72,20 @@ func RestConfig(cfg config.Writer) (*rest.Config, error) {
 	return rc, nil
 }
 
+// Records is what the writer needs of the incident records: to read an
+// incident's newest state, and to end an incident whose request reached a
+// terminal phase.
+type Records interface {
+	record.Reader
+	record.Ender
+}
+
 // Options are the writer's dependencies.
 type Options struct {
 	// Process provides configuration, logger, metrics, health and the bus.
 	Process *service.Process
-	// Store is the dedup store; the writer ends incidents in it when their
-	// request reaches a terminal phase, and reads routes from it.
-	Store dedup.Store
+	// Records are the incident records.
+	Records Records
 	// RestConfig reaches the API server. The writer uses a copy with
 	// writer.qps, writer.burst and a request-counting transport.
 	RestConfig *rest.Config
@@ -90,7 +97,7 @@ type Options struct {
 // Writer is the writer stage.
 type Writer struct {
 	cfg        config.Writer
-	store      dedup.Store
+	records    Records
 	clock      clock.Clock
 	log        *slog.Logger
 	subj       bus.Subjects
@@ -116,15 +123,15 @@ type Writer struct {
 // New wires the writer and creates or updates its durable consumer; it
 // starts nothing and calls no Kubernetes API until Run.
 func New(ctx context.Context, o Options) (*Writer, error) {
-	if o.Process == nil || o.Store == nil || o.RestConfig == nil {
-		return nil, errors.New("writer: needs a process, a dedup store and a rest config")
+	if o.Process == nil || o.Records == nil || o.RestConfig == nil {
+		return nil, errors.New("writer: needs a process, the incident records and a rest config")
 	}
 	cfg := o.Process.Config.Writer
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
 	w := &Writer{
-		cfg: cfg, store: o.Store, clock: o.Clock, drain: o.Process.Config.Worker.DrainTimeout,
+		cfg: cfg, records: o.Records, clock: o.Clock, drain: o.Process.Config.Worker.DrainTimeout,
 		log:      o.Process.Log.With("stage", Stage),
 		subj:     bus.NewSubjects(o.Process.Config.Bus.Prefix),
 		m:        newMetrics(o.Process.Registry),
@@ -176,7 +183,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		return nil, err
 	}
 	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, o.Clock, w.m, w.log)
-	w.ender = newEnder(o.Store, w.cache, w.terminal, w.m, w.log)
+	w.ender = newEnder(o.Records, w.cache, w.terminal, w.m, w.log)
 	// Handlers wait for the coalesced write that covers their message, so
 	// the writer runs far more of them than CPU-bound stages
 	// (writer.concurrency).

@@ -29,6 +29,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/storm"
 	"github.com/stormweir/stormweir/pkg/writer"
@@ -157,7 +158,7 @@ func TestAccounts_eachStageWorksWithItsOwnUser(t *testing.T) {
 	// Each stage on a process of its own connecting as its own user, built
 	// as its binary builds it; the deduper and aggregator share in-memory
 	// stores, as their replicas share Redis.
-	stores := app.Options{Incidents: dedup.NewMemoryStore(config.DefaultDedup(), clock.Real{}), Storms: storm.NewMemoryStore(0)}
+	stores := app.Options{Incidents: record.NewMemoryStore(config.DefaultDedup(), clock.Real{}), Storms: storm.NewMemoryStore(0)}
 	process := func(user string) *app.App {
 		a, err := app.New(ctx, s.config(user), log, user, stores)
 		require.NoError(t, err, "starting the %s's process as user %s", user, user)
@@ -319,7 +320,7 @@ func TestAccounts_refusesWhatAStageMayNot(t *testing.T) {
 		{"receiver", s.subj.IncidentsOpen(), bus.StreamIncidents},
 		{"receiver", s.subj.DedupNew(), bus.StreamIncidents},
 		{"aggregator", s.subj.Signals("alertmanager"), bus.StreamSignals},
-		{"aggregator", s.subj.IncidentsUpdate(), bus.StreamIncidents},
+		{"aggregator", s.subj.DedupNew(), bus.StreamIncidents},
 		{"writer", s.subj.IncidentsOpen(), bus.StreamIncidents},
 		{"deduper", s.subj.DLQ(writer.Stage), bus.StreamDLQ},
 	}

@@ -1,6 +1,6 @@
-// Package deduptest is the conformance suite of dedup.Store: every
+// Package recordtest is the conformance suite of record.Store: every
 // implementation runs it, with a fake clock, and must decide identically.
-package deduptest
+package recordtest
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
-	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
+	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -26,7 +26,7 @@ var Config = config.Dedup{Window: 5 * time.Minute, ReopenWindow: 10 * time.Minut
 
 // NewStore builds an empty store for one test, deciding with Config's
 // windows on clk's time. It cleans up with t.Cleanup.
-type NewStore func(t testing.TB, clk clock.Clock) dedup.Store
+type NewStore func(t testing.TB, clk clock.Clock) record.Store
 
 // Start is the fake clock's start: a whole millisecond, as stores keep
 // milliseconds.
@@ -38,7 +38,7 @@ var idRE = regexp.MustCompile(`^i[0-9a-f]{20}$`)
 func Run(t *testing.T, newStore NewStore) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s dedup.Store, clk *clock.Fake)
+		fn   func(t *testing.T, s record.Store, clk *clock.Fake)
 	}{
 		{"new_then_occurrences", testNewThenOccurrences},
 		{"window_slides_then_expires", testWindow},
@@ -62,13 +62,12 @@ func Run(t *testing.T, newStore NewStore) {
 	}
 }
 
-// Sig returns a signal of fingerprint fp with status st.
-func Sig(fp string, st signal.Status) *signal.Signal {
-	return &signal.Signal{ID: "sig-" + fp, Fingerprint: fp, Source: signal.SourceAlertmanager, Name: "KubePodCrashLooping",
-		Status: st, Severity: signal.SeverityWarning, Namespace: "shop", Target: signal.Target{Kind: "Pod", Name: "web-0", Namespace: "shop"}}
+// Sig returns the head of a signal of fingerprint fp with status st.
+func Sig(fp string, st signal.Status) *signal.Head {
+	return &signal.Head{ID: "sig-" + fp, Fingerprint: fp, Status: st, Target: signal.Target{Kind: "Pod", Name: "web-0", Namespace: "shop"}}
 }
 
-func decide(t *testing.T, s dedup.Store, fp string, st signal.Status, msgID string) dedup.Result {
+func decide(t *testing.T, s record.Store, fp string, st signal.Status, msgID string) record.Result {
 	t.Helper()
 	r, err := s.Decide(context.Background(), Sig(fp, st), msgID)
 	require.NoError(t, err, "deciding %s on %s", msgID, fp)
@@ -80,13 +79,13 @@ const (
 	resolved = signal.StatusResolved
 )
 
-func testNewThenOccurrences(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testNewThenOccurrences(t *testing.T, s record.Store, clk *clock.Fake) {
 	r := decide(t, s, "fp1", firing, "m1")
 	assert.Equal(t, incident.DecisionNew, r.Decision)
 	assert.False(t, r.Duplicate)
 	assert.Regexp(t, idRE, r.Record.IncidentID)
-	assert.Equal(t, dedup.IncidentID("fp1", "m1"), r.Record.IncidentID)
-	assert.Equal(t, dedup.Record{IncidentID: r.Record.IncidentID, Fingerprint: "fp1", State: incident.StateFiring,
+	assert.Equal(t, record.IncidentID("fp1", "m1"), r.Record.IncidentID)
+	assert.Equal(t, record.Record{IncidentID: r.Record.IncidentID, Fingerprint: "fp1", State: incident.StateFiring,
 		Count: 1, FirstSeen: Start, LastSeen: Start, Revision: 1, Route: incident.RouteUndecided}, r.Record)
 	id := r.Record.IncidentID
 
@@ -106,7 +105,7 @@ func testNewThenOccurrences(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Equal(t, r.Record, got)
 }
 
-func testWindow(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testWindow(t *testing.T, s record.Store, clk *clock.Fake) {
 	id := decide(t, s, "fp", firing, "m0").Record.IncidentID
 	// Repeats just inside the window keep sliding it far past its length.
 	for i := 1; i <= 3; i++ {
@@ -117,7 +116,7 @@ func testWindow(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	}
 	clk.Advance(Config.Window)
 	_, err := s.Get(context.Background(), "fp")
-	assert.ErrorIs(t, err, dedup.ErrNotFound, "the record expired with its window")
+	assert.ErrorIs(t, err, record.ErrNotFound, "the record expired with its window")
 	r := decide(t, s, "fp", firing, "m-late")
 	assert.Equal(t, incident.DecisionNew, r.Decision)
 	assert.NotEqual(t, id, r.Record.IncidentID)
@@ -125,7 +124,7 @@ func testWindow(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.EqualValues(t, 1, r.Record.Revision)
 }
 
-func testResolveReopen(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testResolveReopen(t *testing.T, s record.Store, clk *clock.Fake) {
 	id := decide(t, s, "fp", firing, "f1").Record.IncidentID
 	clk.Advance(time.Minute)
 	r := decide(t, s, "fp", resolved, "r1")
@@ -163,7 +162,7 @@ func testResolveReopen(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.True(t, r.Record.FirstSeen.Equal(Start))
 }
 
-func testReopenWindowExpires(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testReopenWindowExpires(t *testing.T, s record.Store, clk *clock.Fake) {
 	id := decide(t, s, "fp", firing, "f1").Record.IncidentID
 	decide(t, s, "fp", resolved, "r1")
 	clk.Advance(Config.ReopenWindow)
@@ -173,17 +172,17 @@ func testReopenWindowExpires(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Zero(t, r.Record.Flaps)
 }
 
-func testResolvedUnknown(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testResolvedUnknown(t *testing.T, s record.Store, clk *clock.Fake) {
 	r := decide(t, s, "fp", resolved, "r1")
 	assert.Equal(t, incident.DecisionResolvedUnknown, r.Decision)
 	assert.Empty(t, r.Record.IncidentID)
 	_, err := s.Get(context.Background(), "fp")
-	assert.ErrorIs(t, err, dedup.ErrNotFound, "a resolved signal creates no record")
+	assert.ErrorIs(t, err, record.ErrNotFound, "a resolved signal creates no record")
 	// A firing signal afterwards is a new incident, not a reopening.
 	assert.Equal(t, incident.DecisionNew, decide(t, s, "fp", firing, "f1").Decision)
 }
 
-func testRedelivery(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testRedelivery(t *testing.T, s record.Store, clk *clock.Fake) {
 	first := decide(t, s, "fp", firing, "m1")
 	clk.Advance(time.Second)
 	again := decide(t, s, "fp", firing, "m1")
@@ -218,7 +217,7 @@ func testRedelivery(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Equal(t, incident.DecisionResolvedUnknown, u.Decision)
 }
 
-func testRedeliveryReplaced(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testRedeliveryReplaced(t *testing.T, s record.Store, clk *clock.Fake) {
 	old := decide(t, s, "fp", firing, "m1").Record.IncidentID
 	clk.Advance(Config.Window)
 	cur := decide(t, s, "fp", firing, "m2")
@@ -234,7 +233,7 @@ func testRedeliveryReplaced(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Empty(t, r.Record.IncidentID, "an ended incident has nothing to republish")
 }
 
-func testSeenExpires(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testSeenExpires(t *testing.T, s record.Store, clk *clock.Fake) {
 	// Keep the incident alive past the seen TTL with other messages.
 	decide(t, s, "fp", firing, "m1")
 	for elapsed, i := time.Duration(0), 0; elapsed <= Config.SeenTTL; i++ {
@@ -251,15 +250,15 @@ func testSeenExpires(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Equal(t, before.Count+1, r.Record.Count)
 }
 
-func testSetRoute(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testSetRoute(t *testing.T, s record.Store, clk *clock.Fake) {
 	ctx := context.Background()
 	rec := decide(t, s, "fp", firing, "m1").Record
 	decide(t, s, "fp", firing, "m2")
 
 	_, err := s.SetRoute(ctx, "fp", "i00000000000000000000", "storm1")
-	assert.ErrorIs(t, err, dedup.ErrNotFound, "another incident's id")
+	assert.ErrorIs(t, err, record.ErrNotFound, "another incident's id")
 	_, err = s.SetRoute(ctx, "missing", rec.IncidentID, "storm1")
-	assert.ErrorIs(t, err, dedup.ErrNotFound, "no record")
+	assert.ErrorIs(t, err, record.ErrNotFound, "no record")
 
 	got, err := s.SetRoute(ctx, "fp", rec.IncidentID, "istorm0000000000000000")
 	require.NoError(t, err)
@@ -282,11 +281,11 @@ func testSetRoute(t *testing.T, s dedup.Store, clk *clock.Fake) {
 
 	clk.Advance(Config.Window)
 	_, err = s.SetRoute(ctx, "fp", rec.IncidentID, "x")
-	assert.ErrorIs(t, err, dedup.ErrNotFound, "an expired record")
+	assert.ErrorIs(t, err, record.ErrNotFound, "an expired record")
 	assert.Equal(t, incident.RouteUndecided, decide(t, s, "fp", firing, "m6").Record.Route, "a new incident starts undecided")
 }
 
-func testEnd(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testEnd(t *testing.T, s record.Store, clk *clock.Fake) {
 	ctx := context.Background()
 	rec := decide(t, s, "fp", firing, "m1").Record
 	require.NoError(t, s.End(ctx, "fp", "i00000000000000000000"))
@@ -296,7 +295,7 @@ func testEnd(t *testing.T, s dedup.Store, clk *clock.Fake) {
 
 	require.NoError(t, s.End(ctx, "fp", rec.IncidentID))
 	_, err = s.Get(ctx, "fp")
-	assert.ErrorIs(t, err, dedup.ErrNotFound)
+	assert.ErrorIs(t, err, record.ErrNotFound)
 	require.NoError(t, s.End(ctx, "fp", rec.IncidentID), "ending twice is fine")
 	require.NoError(t, s.End(ctx, "never", rec.IncidentID))
 
@@ -305,7 +304,7 @@ func testEnd(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.NotEqual(t, rec.IncidentID, r.Record.IncidentID)
 }
 
-func testIndependent(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testIndependent(t *testing.T, s record.Store, clk *clock.Fake) {
 	a := decide(t, s, "fpA", firing, "m1")
 	b := decide(t, s, "fpB", firing, "m1")
 	assert.Equal(t, incident.DecisionNew, a.Decision)
@@ -317,7 +316,7 @@ func testIndependent(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.Equal(t, incident.StateFiring, gb.State)
 }
 
-func testConcurrent(t *testing.T, s dedup.Store, clk *clock.Fake) {
+func testConcurrent(t *testing.T, s record.Store, clk *clock.Fake) {
 	const workers, perWorker, fps = 16, 40, 4
 	var mu sync.Mutex
 	news := map[string]int{}
@@ -354,8 +353,8 @@ func testConcurrent(t *testing.T, s dedup.Store, clk *clock.Fake) {
 	assert.EqualValues(t, workers/2*perWorker, total, "every distinct message counted once")
 }
 
-func testInvalid(t *testing.T, s dedup.Store, clk *clock.Fake) {
-	for name, sig := range map[string]*signal.Signal{
+func testInvalid(t *testing.T, s record.Store, clk *clock.Fake) {
+	for name, sig := range map[string]*signal.Head{
 		"no fingerprint": Sig("", firing),
 		"brace":          Sig("a}b", firing),
 		"bad status":     Sig("fp", "pending"),
@@ -364,5 +363,5 @@ func testInvalid(t *testing.T, s dedup.Store, clk *clock.Fake) {
 		assert.Error(t, err, name)
 	}
 	_, err := s.Get(context.Background(), "fp")
-	assert.ErrorIs(t, err, dedup.ErrNotFound)
+	assert.ErrorIs(t, err, record.ErrNotFound)
 }

@@ -1,4 +1,4 @@
-package dedup
+package record
 
 import (
 	"crypto/sha256"
@@ -31,7 +31,7 @@ const maxFingerprintLen = 128
 
 // CheckSignal reports why sig cannot be decided on. Such a signal is
 // permanently bad: no retry makes it decidable.
-func CheckSignal(sig *signal.Signal) error {
+func CheckSignal(sig *signal.Head) error {
 	fp := sig.Fingerprint
 	switch {
 	case fp == "":

@@ -1,7 +1,10 @@
-package dedup_test
+package record_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -11,8 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stormweir/stormweir/pkg/clock"
-	"github.com/stormweir/stormweir/pkg/dedup"
-	"github.com/stormweir/stormweir/pkg/dedup/deduptest"
+	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/record/recordtest"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
@@ -67,12 +70,12 @@ func BenchmarkRedisStore_Decide(b *testing.B) {
 	r := testenv.LocalRedis(b)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: 2 * benchWorkers})
 	b.Cleanup(func() { _ = c.Close() })
-	store := dedup.NewRedisStore(c, r.Prefix, deduptest.Config, clock.Real{})
+	store := record.NewRedisStore(c, r.Prefix, recordtest.Config, clock.Real{})
 	ctx := context.Background()
 	const fps = 1000
-	sigs := make([]*signal.Signal, fps)
+	sigs := make([]*signal.Head, fps)
 	for i := range sigs {
-		sigs[i] = testSignal(fingerprint("bench", i), "bench", signal.StatusFiring)
+		sigs[i] = recordtest.Sig(fingerprint(i), signal.StatusFiring)
 	}
 	if err := ceilingScript.Load(ctx, c).Err(); err != nil {
 		b.Fatal(err)
@@ -98,4 +101,10 @@ func BenchmarkRedisStore_Decide(b *testing.B) {
 	b.ReportMetric(decisions, "decisions/s")
 	b.ReportMetric(ceil, "ceiling_evalsha/s")
 	b.ReportMetric(decisions/ceil, "ratio")
+}
+
+// fingerprint is a SHA-256 hex fingerprint, as the receiver computes them.
+func fingerprint(k int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("bench-%d", k)))
+	return hex.EncodeToString(h[:])
 }

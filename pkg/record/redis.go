@@ -1,4 +1,4 @@
-package dedup
+package record
 
 import (
 	"context"
@@ -15,10 +15,10 @@ import (
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
-// RedisStore is the Store shared by every deduper replica. Each decision is
-// one Lua script, so it is atomic however many replicas decide on one
-// fingerprint at once, and it touches two keys that share the fingerprint
-// as hash tag, so in Redis Cluster the script runs on one slot:
+// RedisStore is the Store shared by every replica of every stage. Each
+// change is one Lua script, so it is atomic however many replicas change
+// one fingerprint's record at once, and it touches keys that share the
+// fingerprint as hash tag, so in Redis Cluster the script runs on one slot:
 //
 //	<prefix>:{<fingerprint>}:inc          hash: id state count flaps first last resolved rev route exp
 //	<prefix>:{<fingerprint>}:seen:<msgID> the decision taken for that message, "decision|exp|incidentID"
@@ -143,8 +143,8 @@ if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('DEL', KEYS[1]) 
 return 1
 `)
 
-// Decide implements Store.
-func (s *RedisStore) Decide(ctx context.Context, sig *signal.Signal, msgID string) (Result, error) {
+// Decide implements Decider.
+func (s *RedisStore) Decide(ctx context.Context, sig *signal.Head, msgID string) (Result, error) {
 	if err := CheckSignal(sig); err != nil {
 		return Result{}, err
 	}
@@ -178,7 +178,7 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Signal, msgID strin
 	return res, nil
 }
 
-// SetRoute implements Store.
+// SetRoute implements Router.
 func (s *RedisStore) SetRoute(ctx context.Context, fingerprint, incidentID, route string) (Record, error) {
 	v, err := setRouteScript.Run(ctx, s.c, []string{s.recordKey(fingerprint)}, ms(s.clk.Now()), incidentID, route).Slice()
 	if errors.Is(err, redis.Nil) {
@@ -190,7 +190,7 @@ func (s *RedisStore) SetRoute(ctx context.Context, fingerprint, incidentID, rout
 	return parseRecord(fingerprint, v)
 }
 
-// Get implements Store. It reads with one HMGET: a read needs no script.
+// Get implements Reader. It reads with one HMGET: a read needs no script.
 func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error) {
 	v, err := s.c.HMGet(ctx, s.recordKey(fingerprint), fieldNames()...).Result()
 	if err != nil {
@@ -202,7 +202,7 @@ func (s *RedisStore) Get(ctx context.Context, fingerprint string) (Record, error
 	return parseRecord(fingerprint, v[:9])
 }
 
-// End implements Store.
+// End implements Ender.
 func (s *RedisStore) End(ctx context.Context, fingerprint, incidentID string) error {
 	if err := endScript.Run(ctx, s.c, []string{s.recordKey(fingerprint)}, incidentID).Err(); err != nil {
 		return fmt.Errorf("ending incident %s (fingerprint %s): %w", incidentID, fingerprint, err)

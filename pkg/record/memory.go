@@ -1,4 +1,4 @@
-package dedup
+package record
 
 import (
 	"context"
@@ -57,8 +57,8 @@ func (s *MemoryStore) live(fp string, now int64) *memRecord {
 	return r
 }
 
-// Decide implements Store.
-func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Signal, msgID string) (Result, error) {
+// Decide implements Decider.
+func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Head, msgID string) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
@@ -145,7 +145,7 @@ func (s *MemoryStore) sweep(now int64) {
 	}
 }
 
-// SetRoute implements Store.
+// SetRoute implements Router.
 func (s *MemoryStore) SetRoute(ctx context.Context, fingerprint, incidentID, route string) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
@@ -161,7 +161,7 @@ func (s *MemoryStore) SetRoute(ctx context.Context, fingerprint, incidentID, rou
 	return r.Record, nil
 }
 
-// Get implements Store.
+// Get implements Reader.
 func (s *MemoryStore) Get(ctx context.Context, fingerprint string) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
@@ -176,7 +176,7 @@ func (s *MemoryStore) Get(ctx context.Context, fingerprint string) (Record, erro
 	return r.Record, nil
 }
 
-// End implements Store.
+// End implements Ender.
 func (s *MemoryStore) End(ctx context.Context, fingerprint, incidentID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
