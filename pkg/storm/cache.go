@@ -1,11 +1,12 @@
 package storm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/redisclient"

@@ -3,12 +3,12 @@ package storm
 import (
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stormweir/stormweir/pkg/redisclient"
@@ -94,23 +94,34 @@ func (s *RedisStore) baseOf(stormID string) (string, error) {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
-// Observe implements Store.
+// Observe implements Store. The scope and the signal a new storm keeps
+// travel to Redis only when the observation opens one: most observations
+// stay individual or join an open storm, and the signal is most of a
+// call's bytes. An observation that would open a storm without them is
+// answered "opening", and is sent again with them (one more round trip
+// per storm opened).
 func (s *RedisStore) Observe(ctx context.Context, o Observation) (Decision, error) {
-	scope, err := json.Marshal(o.Scope.Values)
-	if err != nil {
-		return Decision{}, fmt.Errorf("encoding scope: %w", err)
-	}
 	target := ""
 	if !o.Target.IsZero() {
 		target = targetKey(o.Target)
 	}
 	tag := o.Scope.Tag()
 	kid, known := s.cache.current(tag)
-	res, err := s.batch.run(ctx, scriptObserve, []string{s.base(tag)},
-		ms(o.Now), o.Window.Milliseconds(), o.Threshold, o.IncidentID, o.Unit, target,
-		o.Scope.StormID(o.IncidentID), string(o.Type), scope, o.Scope.Hash, o.Signal, o.Count,
-		o.Inactivity.Milliseconds(), o.MaxDuration.Milliseconds(), s.retain.Milliseconds(),
-		kid, known.knownDet(), known.knownLen())
+	observe := func(scope, sig []byte, sent string) ([]any, error) {
+		return s.batch.run(ctx, scriptObserve, []string{s.base(tag)},
+			ms(o.Now), o.Window.Milliseconds(), o.Threshold, o.IncidentID, o.Unit, target,
+			o.Scope.StormID(o.IncidentID), string(o.Type), scope, o.Scope.Hash, sig, o.Count,
+			o.Inactivity.Milliseconds(), o.MaxDuration.Milliseconds(), s.retain.Milliseconds(),
+			kid, known.knownDet(), known.knownLen(), sent)
+	}
+	res, err := observe(nil, nil, "0")
+	if err == nil && redisclient.String(res[0]) == "opening" {
+		scope, merr := json.Marshal(o.Scope.Values)
+		if merr != nil {
+			return Decision{}, fmt.Errorf("encoding scope: %w", merr)
+		}
+		res, err = observe(scope, o.Signal, "1")
+	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("observing incident %s in storm scope %s: %w", o.IncidentID, tag, err)
 	}

@@ -2,7 +2,12 @@
 -- 6 target, 7 candidate storm id, 8 type, 9 scope json, 10 scope hash,
 -- 11 signal, 12 count, 13 inactivity ms, 14 max duration ms, 15 retain ms,
 -- 16 storm id the caller knows, 17 its detection ms, 18 its affected
--- targets held (see reply)
+-- targets held (see reply), 19 '1' when 9 and 11 are sent.
+--
+-- The scope and the signal are kept only by the observation that opens a
+-- storm, so the caller sends them only then: without them, an observation
+-- that would open one replies {'opening'} having changed nothing but the
+-- window bookkeeping, which the same call with them repeats unchanged.
 local now, window, threshold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local inc, unit, target = ARGV[4], ARGV[5], ARGV[6]
 local count, retain = tonumber(ARGV[12]), tonumber(ARGV[15])
@@ -47,6 +52,7 @@ if id then
 end
 
 if redis.call('ZCARD', win) > threshold then
+  if ARGV[19] ~= '1' then return {'opening'} end
   id = ARGV[7]
   redis.call('HSET', b .. 's:' .. id, 'type', ARGV[8], 'scope', ARGV[9], 'sh', ARGV[10], 'sig', ARGV[11], 'st', 'open',
     'det', now, 'inact', ARGV[13], 'max', ARGV[14], 'reg', 0)
