@@ -2,13 +2,15 @@
 CONTROLLER_GEN ?= go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 API_PKG := ./pkg/apis/...
 CHART_CRDS := deploy/helm/stormweir/crds
-GENERATED := pkg/apis/stormweir/v1alpha1/zz_generated.deepcopy.go deploy/crd $(CHART_CRDS)
+GENERATED := pkg/apis/stormweir/v1alpha1/zz_generated.deepcopy.go pkg/apis/stormweir/v1alpha1/applyconfiguration deploy/crd $(CHART_CRDS)
 
 .PHONY: generate verify-generated testbins test bench lint
 
-## generate: deepcopy functions and the CRD YAML (deploy/crd, and the Helm chart's crds/) from the API types.
+## generate: deepcopy functions, typed apply configurations (v1alpha1/applyconfiguration) and the CRD YAML (deploy/crd, and the Helm chart's crds/) from the API types.
 generate:
 	$(CONTROLLER_GEN) object paths="$(API_PKG)"
+	rm -rf pkg/apis/stormweir/v1alpha1/applyconfiguration
+	$(CONTROLLER_GEN) applyconfiguration paths="$(API_PKG)"
 	$(CONTROLLER_GEN) crd paths="$(API_PKG)" output:crd:artifacts:config=deploy/crd
 	cp deploy/crd/stormweir.io_*.yaml $(CHART_CRDS)/
 

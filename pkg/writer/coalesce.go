@@ -3,7 +3,6 @@ package writer
 import (
 	"container/heap"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -393,27 +391,15 @@ func (co *coalescer) load(ctx context.Context, e *entry) error {
 }
 
 // apply writes st, the whole of stormweir's status fields, with
-// server-side apply under the writer's field manager. The request has no
-// status subresource (so that a create can carry the first status), which
-// makes this an apply to the request itself naming only status fields;
-// the CRD keeps spec immutable.
+// server-side apply under the writer's field manager, as a typed apply
+// configuration (encoded once, by the client). The request has no status
+// subresource (so that a create can carry the first status), which makes
+// this an apply to the request itself naming only status fields; the CRD
+// keeps spec immutable.
 func (co *coalescer) apply(ctx context.Context, key types.NamespacedName, st *v1alpha1.RemediationRequestStatus) error {
-	raw, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
-	}
-	var status map[string]any
-	if err := json.Unmarshal(raw, &status); err != nil {
-		return fmt.Errorf("encoding status: %w", err)
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": v1alpha1.GroupVersion.String(),
-		"kind":       "RemediationRequest",
-		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
-		"status":     status,
-	}}
 	return co.calls.do(ctx, func(ctx context.Context) error {
-		return co.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(co.fieldManager), client.ForceOwnership)
+		// Built per call: the client decodes the answer into it.
+		return co.c.Apply(ctx, statusApply(key, st), client.FieldOwner(co.fieldManager), client.ForceOwnership)
 	})
 }
 

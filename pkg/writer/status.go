@@ -4,8 +4,10 @@ import (
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
+	acv1alpha1 "github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1/applyconfiguration/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/incident"
 )
 
@@ -141,4 +143,60 @@ func applyStorm(s *incident.Storm) mutation {
 		st.Signal = &v1alpha1.SignalStatus{State: v1alpha1.SignalFiring}
 		return true
 	}
+}
+
+// statusApply is the apply configuration of stormweir's status fields of
+// the request key: the owned fields of st, each set exactly when its JSON
+// form (the API types' tags) carries it, so the apply names the same
+// fields a JSON encoding of st would. Building it is a copy; the client
+// encodes it once (TestStatusApply_namesWhatTheStatusJSONNames).
+func statusApply(key types.NamespacedName, st *v1alpha1.RemediationRequestStatus) *acv1alpha1.RemediationRequestApplyConfiguration {
+	s := acv1alpha1.RemediationRequestStatus()
+	if st.ObservedRevision != 0 {
+		s.WithObservedRevision(st.ObservedRevision)
+	}
+	if o := st.Occurrences; o != nil {
+		oc := acv1alpha1.Occurrences().WithCount(o.Count).WithFirstSeen(o.FirstSeen).WithLastSeen(o.LastSeen)
+		if o.Flaps != 0 {
+			oc.WithFlaps(o.Flaps)
+		}
+		s.WithOccurrences(oc)
+	}
+	if sg := st.Signal; sg != nil {
+		sc := acv1alpha1.SignalStatus().WithState(sg.State)
+		if sg.ResolvedAt != nil {
+			sc.WithResolvedAt(*sg.ResolvedAt)
+		}
+		s.WithSignal(sc)
+	}
+	if sm := st.Storm; sm != nil {
+		sc := acv1alpha1.StormStatus().WithMembers(sm.Members).WithOccurrences(sm.Occurrences).WithAffectedTotal(sm.AffectedTotal)
+		for _, t := range sm.Affected {
+			sc.WithAffected(targetApply(t))
+		}
+		if sm.ClosedAt != nil {
+			sc.WithClosedAt(*sm.ClosedAt)
+		}
+		s.WithStorm(sc)
+	}
+	for _, f := range st.FoldedIncidents {
+		s.WithFoldedIncidents(acv1alpha1.FoldedIncident().WithIncidentID(f.IncidentID).WithCount(f.Count).
+			WithLastSeen(f.LastSeen).WithObservedRevision(f.ObservedRevision))
+	}
+	return acv1alpha1.RemediationRequest(key.Name, key.Namespace).WithStatus(s)
+}
+
+// targetApply is t as its JSON form names it: empty fields left out.
+func targetApply(t v1alpha1.Target) *acv1alpha1.TargetApplyConfiguration {
+	tc := acv1alpha1.Target()
+	if t.Kind != "" {
+		tc.WithKind(t.Kind)
+	}
+	if t.Name != "" {
+		tc.WithName(t.Name)
+	}
+	if t.Namespace != "" {
+		tc.WithNamespace(t.Namespace)
+	}
+	return tc
 }

@@ -3,6 +3,7 @@
 // incident, for a remediation controller to act on (DESIGN §5).
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:ac:generate=true
 // +groupName=stormweir.io
 package v1alpha1
 
@@ -14,6 +15,10 @@ import (
 var (
 	// GroupVersion is the API group and version of this package.
 	GroupVersion = schema.GroupVersion{Group: "stormweir.io", Version: "v1alpha1"}
+
+	// SchemeGroupVersion is GroupVersion under the name Kubernetes'
+	// generated code looks for (the apply configurations' ForKind).
+	SchemeGroupVersion = GroupVersion
 
 	// SchemeBuilder registers this package's types with a runtime.Scheme.
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
