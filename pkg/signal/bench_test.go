@@ -113,3 +113,21 @@ func BenchmarkDecodeSignal(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
 }
+
+// BenchmarkDecodeHead is the deduper's per-signal decoding, and the
+// aggregator's per member repeat: the head alone.
+func BenchmarkDecodeHead(b *testing.B) {
+	enc, err := Encode(benchSignal(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var h Head
+		if err := DecodeHead(enc, &h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
+}

@@ -2,13 +2,17 @@ package writer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
 
@@ -67,4 +71,45 @@ func BenchmarkWriter_createRate(b *testing.B) {
 	b.ReportMetric(through, "crs/s")
 	b.ReportMetric(raw, "raw-creates/s")
 	b.ReportMetric(through/raw, "ratio")
+}
+
+// benchStatuses are the statuses of a status write: an incident's (with
+// folded incidents) and a storm's (with its 100 affected resources).
+func benchStatuses() map[string]*v1alpha1.RemediationRequestStatus {
+	at := metav1.NewTime(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	affected := make([]v1alpha1.Target, v1alpha1.MaxAffected)
+	for i := range affected {
+		affected[i] = v1alpha1.Target{Kind: "Pod", Name: fmt.Sprintf("api-%d", i), Namespace: "prod"}
+	}
+	return map[string]*v1alpha1.RemediationRequestStatus{
+		"incident": {
+			ObservedRevision: 42,
+			Occurrences:      &v1alpha1.Occurrences{Count: 420, FirstSeen: at, LastSeen: at, Flaps: 1},
+			Signal:           &v1alpha1.SignalStatus{State: v1alpha1.SignalFiring},
+			FoldedIncidents:  []v1alpha1.FoldedIncident{{IncidentID: "i0123456789abcdef0123", Count: 3, LastSeen: at, ObservedRevision: 3}},
+		},
+		"storm": {
+			ObservedRevision: 900,
+			Occurrences:      &v1alpha1.Occurrences{Count: 900, FirstSeen: at, LastSeen: at},
+			Signal:           &v1alpha1.SignalStatus{State: v1alpha1.SignalFiring},
+			Storm:            &v1alpha1.StormStatus{Members: 150, Occurrences: 900, AffectedTotal: 150, Affected: affected},
+		},
+	}
+}
+
+// BenchmarkStatusApply_body measures what a status write costs the writer
+// before the request leaves: building the apply and encoding its body as
+// the client does.
+func BenchmarkStatusApply_body(b *testing.B) {
+	key := types.NamespacedName{Namespace: "prod", Name: "rr-i0123456789abcdef0123"}
+	for name, st := range benchStatuses() {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := json.Marshal(statusApply(key, st)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
