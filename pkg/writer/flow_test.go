@@ -403,6 +403,21 @@ func TestWriter_updateBeforeOpenCreatesTheRequest(t *testing.T) {
 	assert.Len(t, list(t, ns), 1)
 }
 
+// The writer takes only what the aggregator routed individually: an event
+// of an incident not routed (or a storm's member) is dead-lettered, never
+// turned into a request.
+func TestWriter_deadLettersEventsNotRoutedIndividually(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	for i, route := range []string{incident.RouteUndecided, "s" + h.id + "-storm"} {
+		e := event(fingerprintOf(fmt.Sprintf("unrouted%d%s", i, h.id)), fmt.Sprintf("i%sunrouted%d", h.id, i), 2, 2, ns, signal.SeverityWarning)
+		e.Decision, e.Route = incident.DecisionOccurrence, route
+		h.update(e)
+	}
+	require.Eventually(t, func() bool { return h.result(bus.ResultDLQ) == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Empty(t, list(t, ns))
+}
+
 func TestWriter_writesStormRequest(t *testing.T) {
 	h := startWriter(t)
 	ns := h.namespace("prod-"+h.id, nil)

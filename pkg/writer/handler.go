@@ -44,6 +44,11 @@ func (w *Writer) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 		if e.IncidentID == "" || e.Fingerprint == "" {
 			return nil, bus.Permanent(errors.New("incident event without incidentID or fingerprint"))
 		}
+		if e.Route != incident.RouteIndividual {
+			// The aggregator routes; an event that did not come through
+			// it as individual would make a request a storm already counts.
+			return nil, bus.Permanent(fmt.Errorf("incident %s: event routed %q, not individually", e.IncidentID, e.Route))
+		}
 		return nil, w.handleEvent(ctx, m, &e)
 	case w.subj.IncidentsStorm():
 		var s incident.Storm
