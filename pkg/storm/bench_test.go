@@ -76,9 +76,10 @@ func benchSignal(b *testing.B) []byte {
 
 // BenchmarkRedisStore_observe measures aggregator decisions/s (one
 // Observe of a new incident, as the stage makes per dedup.new) during
-// storms in 16 scopes, against the in-run EVALSHA ceiling.
+// storms in 16 scopes, against the in-run EVALSHA ceiling, and the CPU
+// time per decision of the client and of its own Redis server.
 func BenchmarkRedisStore_observe(b *testing.B) {
-	r := testenv.LocalRedis(b)
+	r := testenv.OwnRedis(b)
 	s := storm.NewRedisStore(r.Client, r.Prefix, 0)
 	ctx := context.Background()
 	sig := benchSignal(b)
@@ -91,6 +92,7 @@ func BenchmarkRedisStore_observe(b *testing.B) {
 	var seq atomic.Int64
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
+	cpu := testenv.ReadCPU(b, r.Client)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := seq.Add(1)
@@ -108,6 +110,7 @@ func BenchmarkRedisStore_observe(b *testing.B) {
 			}
 		}
 	})
+	testenv.ReportCPU(b, r.Client, cpu)
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "decisions/s")
 	b.ReportMetric(ceiling, "evalsha/s")
@@ -117,9 +120,10 @@ func BenchmarkRedisStore_observe(b *testing.B) {
 // BenchmarkRedisStore_track measures aggregator decisions/s for storm
 // members' repeats (one Track per dedup.member, the bulk of a storm with
 // duplicates): 16 open storms of 200 members each, every repeat raising
-// a member's count, against the in-run EVALSHA ceiling.
+// a member's count, against the in-run EVALSHA ceiling, and the CPU time
+// per decision of the client and of its own Redis server.
 func BenchmarkRedisStore_track(b *testing.B) {
-	r := testenv.LocalRedis(b)
+	r := testenv.OwnRedis(b)
 	s := storm.NewRedisStore(r.Client, r.Prefix, 0)
 	ctx := context.Background()
 	ceiling := evalshaCeiling(b, r.Client, r.Prefix, max(b.N, 20000))
@@ -145,6 +149,7 @@ func BenchmarkRedisStore_track(b *testing.B) {
 	var seq atomic.Int64
 	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
+	cpu := testenv.ReadCPU(b, r.Client)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := seq.Add(1)
@@ -158,6 +163,7 @@ func BenchmarkRedisStore_track(b *testing.B) {
 			}
 		}
 	})
+	testenv.ReportCPU(b, r.Client, cpu)
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "decisions/s")
 	b.ReportMetric(ceiling, "evalsha/s")
