@@ -15,6 +15,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // benchSignals returns n encoded signals as the receiver publishes them:
@@ -53,6 +54,7 @@ func BenchmarkStage_handle(b *testing.B) {
 	b.SetBytes(int64(len(sigs[0])))
 	b.ReportAllocs()
 	i := 0
+	cpu := testenv.ReadCPU(b, nil)
 	for b.Loop() {
 		m := &bus.Msg{Subject: subject, Data: sigs[i%len(sigs)], Header: nats.Header{jetstream.MsgIDHeader: {"m" + strconv.Itoa(i)}}}
 		outs, err := st.Handle(ctx, m)
@@ -61,4 +63,5 @@ func BenchmarkStage_handle(b *testing.B) {
 		}
 		i++
 	}
+	testenv.ReportCPU(b, nil, cpu)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // BenchmarkUnmarshalEvent is what every consumer of an incident event
@@ -28,10 +29,12 @@ func BenchmarkUnmarshalEvent(b *testing.B) {
 		`"route":"individual","signal":%s}`, batch.Signals[0].Fingerprint, sig)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
+	cpu := testenv.ReadCPU(b, nil)
 	for b.Loop() {
 		var e incident.Event
 		if err := incident.Unmarshal(data, &e); err != nil {
 			b.Fatal(err)
 		}
 	}
+	testenv.ReportCPU(b, nil, cpu)
 }

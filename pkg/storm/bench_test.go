@@ -234,6 +234,7 @@ func BenchmarkStage_handleNew(b *testing.B) {
 	}
 	b.ReportAllocs()
 	i := 0
+	cpu := testenv.ReadCPU(b, nil)
 	for b.Loop() {
 		outs, err := agg.Handle(ctx, msgs[i%len(msgs)])
 		if err != nil || len(outs) != 1 {
@@ -241,6 +242,7 @@ func BenchmarkStage_handleNew(b *testing.B) {
 		}
 		i++
 	}
+	testenv.ReportCPU(b, nil, cpu)
 }
 
 // BenchmarkStage_handleMember measures the aggregator's own work on a
@@ -275,6 +277,7 @@ func BenchmarkStage_handleMember(b *testing.B) {
 	}
 	b.ReportAllocs()
 	i := 0
+	cpu := testenv.ReadCPU(b, nil)
 	for b.Loop() {
 		t := tmpls[i%len(tmpls)]
 		data := append(append(append(make([]byte, 0, len(t.head)+len(t.tail)+12), t.head...), strconv.Itoa(2+i/len(tmpls))...), t.tail...)
@@ -284,4 +287,5 @@ func BenchmarkStage_handleMember(b *testing.B) {
 		}
 		i++
 	}
+	testenv.ReportCPU(b, nil, cpu)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/apis/stormweir/v1alpha1"
 	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 // BenchmarkWriter_createRate compares RemediationRequests created per
@@ -105,11 +106,13 @@ func BenchmarkStatusApply_body(b *testing.B) {
 	for name, st := range benchStatuses() {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := testenv.ReadCPU(b, nil)
 			for b.Loop() {
 				if _, err := json.Marshal(statusApply(key, st)); err != nil {
 					b.Fatal(err)
 				}
 			}
+			testenv.ReportCPU(b, nil, cpu)
 		})
 	}
 }

@@ -32,31 +32,38 @@ type CPU struct {
 	Redis   time.Duration
 }
 
-// ReadCPU reads this process's CPU time and that of c's server.
+// ReadCPU reads this process's CPU time and, when c is not nil, that of
+// c's server.
 func ReadCPU(tb testing.TB, c redis.UniversalClient) CPU {
 	tb.Helper()
 	var ru syscall.Rusage
 	require.NoError(tb, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	cpu := CPU{Process: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	if c == nil {
+		return cpu
+	}
 	info, err := c.Info(context.Background(), "cpu").Result()
 	require.NoError(tb, err)
-	var redisCPU time.Duration
 	for _, line := range strings.Split(info, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
 			s, err := strconv.ParseFloat(v, 64)
 			require.NoError(tb, err)
-			redisCPU += time.Duration(s * float64(time.Second))
+			cpu.Redis += time.Duration(s * float64(time.Second))
 		}
 	}
-	return CPU{Process: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), Redis: redisCPU}
+	return cpu
 }
 
 // ReportCPU reports the CPU time used since start per operation of b:
-// this process's as cpu-µs/op, the Redis server's as redis-cpu-µs/op.
+// this process's as cpu-µs/op and, when c is not nil, its Redis server's
+// as redis-cpu-µs/op.
 func ReportCPU(b *testing.B, c redis.UniversalClient, start CPU) {
 	b.Helper()
 	end := ReadCPU(b, c)
 	n := float64(b.N)
 	b.ReportMetric(float64(end.Process-start.Process)/float64(time.Microsecond)/n, "cpu-µs/op")
-	b.ReportMetric(float64(end.Redis-start.Redis)/float64(time.Microsecond)/n, "redis-cpu-µs/op")
+	if c != nil {
+		b.ReportMetric(float64(end.Redis-start.Redis)/float64(time.Microsecond)/n, "redis-cpu-µs/op")
+	}
 }
