@@ -29,14 +29,23 @@ testbins:
 	@hack/testbins.sh
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
-FUZZ_TIME ?= 5s
+# FUZZ_TIME is each fuzz target's fuzzing time in `make test`; hack/fuzz.sh
+# fails a target that executes fewer than FUZZ_MIN_EXECS inputs in it.
+FUZZ_TIME ?= 10s
+FUZZ_MIN_EXECS ?= 10000
 
 ## test: the whole suite against real Redis, NATS (in-process) and API server; installs what is missing first.
 test:
 	@KUBEBUILDER_ASSETS="$$(hack/test-deps.sh | tail -n 1)"; export KUBEBUILDER_ASSETS; \
 	go test $(GO_TEST_FLAGS) ./... && \
-	go test -run '^$$' -fuzz '^FuzzDecodeAlertmanager$$' -fuzztime $(FUZZ_TIME) ./pkg/signal/ && \
-	go test -run '^$$' -fuzz '^FuzzDecodeKubernetesEvents$$' -fuzztime $(FUZZ_TIME) ./pkg/signal/
+	$(MAKE) --no-print-directory fuzz
+
+## fuzz: each decoder fuzz target for FUZZ_TIME; fails one that executes fewer than FUZZ_MIN_EXECS inputs.
+.PHONY: fuzz
+fuzz:
+	@export FUZZ_TIME=$(FUZZ_TIME) FUZZ_MIN_EXECS=$(FUZZ_MIN_EXECS); \
+	hack/fuzz.sh ./pkg/signal/ FuzzDecodeAlertmanager && \
+	hack/fuzz.sh ./pkg/signal/ FuzzDecodeKubernetesEvents
 
 ## bench: Go benchmarks of the stages against real Redis and in-process JetStream.
 bench:
