@@ -79,14 +79,13 @@ func (a *authenticator) check(r *http.Request) bool {
 	if a.disabled {
 		return true
 	}
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	tok, ok := bearerToken(r.Header.Get("Authorization"))
+	if !ok {
 		return false
 	}
 	// Compare fixed-size digests in constant time, so neither the token's
 	// content nor its length leaks through timing.
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	sum := sha256.Sum256([]byte(tok))
 	match := 0
 	for i := range a.static {
 		match |= subtle.ConstantTimeCompare(sum[:], a.static[i][:])
@@ -103,4 +102,17 @@ func (a *authenticator) check(r *http.Request) bool {
 		a.mu.Unlock()
 	}
 	return match == 1
+}
+
+// bearerToken returns the credentials of an Authorization header of the
+// Bearer scheme. The scheme name is case-insensitive and may be followed by
+// several spaces (RFC 7235 §2.1, RFC 6750 §2.1): senders write "bearer" as
+// well as "Bearer".
+func bearerToken(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
 }

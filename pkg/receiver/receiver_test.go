@@ -239,6 +239,43 @@ func TestReceiver_kubernetesEvents(t *testing.T) {
 	assert.Equal(t, "stormweir.signals.kubernetes-event", msgs[0].Subject)
 }
 
+// TestReceiver_kubernetesEventExporterBodies posts what
+// kubernetes-event-exporter v1.6.1 posted in a real run: its default body
+// and two layouts.
+func TestReceiver_kubernetesEventExporterBodies(t *testing.T) {
+	h := newHarness(t)
+	dir := "../signal/testdata/kubernetes-event-exporter-v1.6.1"
+	tests := []struct {
+		file              string
+		accepted, ignored int
+	}{
+		{"default-warning-backoff.json", 1, 0},
+		{"default-warning-failedscheduling.json", 1, 0},
+		{"default-warning-unhealthy.json", 1, 0},
+		{"default-normal-pulled.json", 0, 1},
+		{"default-normal-scheduled.json", 0, 1},
+		{"layout-naive-warning-backoff.json", 1, 0},
+		{"layout-rfc3339-warning-backoff.json", 1, 0},
+	}
+	for _, tt := range tests {
+		body, err := os.ReadFile(filepath.Join(dir, tt.file))
+		require.NoError(t, err)
+		resp, got := h.post(receiver.PathKubernetesEvent, body)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s: %s", tt.file, got)
+		r := decodeResponse(t, got)
+		assert.Equal(t, tt.accepted, r.Accepted, tt.file)
+		assert.Equal(t, tt.ignored, r.Ignored, tt.file)
+		assert.Empty(t, r.Rejected, tt.file)
+	}
+	msgs := h.stored()
+	require.Len(t, msgs, 5)
+	for _, m := range msgs {
+		var s signal.Signal
+		require.NoError(t, signal.Decode(m.Data, &s))
+		assert.Equal(t, "evx-envtest", s.Labels["cluster"], "the exporter's cluster travels with %s", s.Name)
+	}
+}
+
 func TestReceiver_statusCodes(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.Receiver.MaxBodyBytes = 4096 })
 	valid := loadgen.NewWebhook(podAlerts(1)...).JSON()
@@ -256,6 +293,11 @@ func TestReceiver_statusCodes(t *testing.T) {
 		{"prometheus alias", receiver.PathPrometheus, valid, nil, http.StatusAccepted},
 		{"missing token", receiver.PathAlertmanager, valid, []string{"Authorization", ""}, http.StatusUnauthorized},
 		{"wrong token", receiver.PathAlertmanager, valid, []string{"Authorization", "Bearer nope-nope-nope-nope"}, http.StatusUnauthorized},
+		{"scheme in lower case", receiver.PathAlertmanager, valid, []string{"Authorization", "bearer " + token}, http.StatusAccepted},
+		{"scheme in upper case, two spaces", receiver.PathAlertmanager, valid, []string{"Authorization", "BEARER  " + token}, http.StatusAccepted},
+		{"another scheme", receiver.PathAlertmanager, valid, []string{"Authorization", "Basic " + token}, http.StatusUnauthorized},
+		{"scheme without token", receiver.PathAlertmanager, valid, []string{"Authorization", "Bearer "}, http.StatusUnauthorized},
+		{"token without scheme", receiver.PathAlertmanager, valid, []string{"Authorization", token}, http.StatusUnauthorized},
 		{"not json", receiver.PathAlertmanager, []byte("alertname=x"), []string{"Content-Type", "application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType},
 		{"json with charset", receiver.PathAlertmanager, valid, []string{"Content-Type", "application/json; charset=utf-8"}, http.StatusAccepted},
 		{"too large", receiver.PathAlertmanager, big, nil, http.StatusRequestEntityTooLarge},

@@ -116,20 +116,35 @@ func checkMap(what string, m map[string]string) string {
 }
 
 // flexTime decodes RFC 3339 times and treats null and "" as the zero time,
-// as Kubernetes and Alertmanager both write unset times either way.
+// as Kubernetes and Alertmanager both write unset times either way. It also
+// reads Go's default time format ("2026-11-29 21:34:52 +0000 UTC"), which
+// is what a Go template makes of a time: kubernetes-event-exporter's
+// layouts render `{{ .LastTimestamp }}` so.
 type flexTime struct{ time.Time }
+
+// goTimeLayout is time.Time.String's layout.
+const goTimeLayout = "2006-01-02 15:04:05.999999999 -0700 MST"
 
 func (t *flexTime) UnmarshalJSON(b []byte) error {
 	if bytes.Equal(b, []byte("null")) || bytes.Equal(b, []byte(`""`)) {
 		t.Time = time.Time{}
 		return nil
 	}
-	if err := t.Time.UnmarshalJSON(b); err != nil {
-		// time's own errors either omit the value or quote the layout;
-		// the sender needs the value.
-		return fmt.Errorf("time %s is not an RFC 3339 string", clip(b))
+	if err := t.Time.UnmarshalJSON(b); err == nil {
+		return nil
 	}
-	return nil
+	if len(b) > 2 && b[0] == '"' && b[len(b)-1] == '"' {
+		// time.Time.String appends the monotonic clock reading, if any,
+		// after the zone: " m=+0.001".
+		v, _, _ := strings.Cut(string(b[1:len(b)-1]), " m=")
+		if parsed, err := time.Parse(goTimeLayout, v); err == nil {
+			t.Time = parsed
+			return nil
+		}
+	}
+	// time's own errors either omit the value or quote the layout; the
+	// sender needs the value.
+	return fmt.Errorf("time %s is neither RFC 3339 nor Go's time format", clip(b))
 }
 
 // clip bounds input quoted back in a reason, which goes into the response,

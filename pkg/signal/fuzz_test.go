@@ -56,6 +56,7 @@ func FuzzDecodeKubernetesEvents(f *testing.F) {
 		`[{"type":"Warning","reason":"R","metadata":{"uid":"u"},"involvedObject":{"kind":"Node","name":"n"},"count":-3,"series":{"count":2147483647,"lastObservedTime":"2025-03-14T09:21:37.123456+05:30"}}]`,
 		`{"apiVersion":"events.k8s.io/v1","type":"Warning","reason":"R","metadata":{"name":"e","annotations":{}},"regarding":{"kind":"Pod","name":"p"},"deprecatedSource":{"host":"h"}}`,
 		`{"kind":"List","items":[null,{},{"type":"Normal"}]}`,
+		`[{"type":"Warning","reason":"R","clusterName":"c","metadata":{"uid":"u"},"involvedObject":{"kind":"Pod","name":"p"},"count":"-0","lastTimestamp":"2025-03-14 09:21:37.5 +0530 IST m=+1.5"}]`,
 	)
 	d := newTestDecoder(f)
 	fp := MustFingerprinter(DefaultFingerprintFields)

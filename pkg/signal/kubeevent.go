@@ -3,6 +3,7 @@ package signal
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -16,8 +17,8 @@ type kubeObjectRef struct {
 }
 
 type kubeSeries struct {
-	Count            int32    `json:"count"`
-	LastObservedTime flexTime `json:"lastObservedTime"`
+	Count            flexCount `json:"count"`
+	LastObservedTime flexTime  `json:"lastObservedTime"`
 }
 
 // kubeEvent covers both core/v1 Event and events.k8s.io/v1 Event: the two
@@ -35,13 +36,17 @@ type kubeEvent struct {
 	Reason string      `json:"reason"`
 	Type   string      `json:"type"`
 	Series *kubeSeries `json:"series"`
+	// ClusterName is not part of Event: kubernetes-event-exporter adds it
+	// to its default webhook body. It becomes the cluster label, so the
+	// same event in two clusters is two incidents.
+	ClusterName string `json:"clusterName"`
 	// EventTime is set by events.k8s.io/v1 writers (MicroTime).
 	EventTime flexTime `json:"eventTime"`
 
 	// core/v1 names.
 	InvolvedObject *kubeObjectRef  `json:"involvedObject"`
 	Message        string          `json:"message"`
-	Count          int32           `json:"count"`
+	Count          flexCount       `json:"count"`
 	FirstTimestamp flexTime        `json:"firstTimestamp"`
 	LastTimestamp  flexTime        `json:"lastTimestamp"`
 	Source         kubeEventSource `json:"source"`
@@ -49,7 +54,7 @@ type kubeEvent struct {
 	// events.k8s.io/v1 names.
 	Regarding                *kubeObjectRef  `json:"regarding"`
 	Note                     string          `json:"note"`
-	DeprecatedCount          int32           `json:"deprecatedCount"`
+	DeprecatedCount          flexCount       `json:"deprecatedCount"`
 	DeprecatedFirstTimestamp flexTime        `json:"deprecatedFirstTimestamp"`
 	DeprecatedLastTimestamp  flexTime        `json:"deprecatedLastTimestamp"`
 	DeprecatedSource         kubeEventSource `json:"deprecatedSource"`
@@ -174,16 +179,16 @@ func eventSignal(e *kubeEvent) (Signal, string) {
 		return Signal{}, fmt.Sprintf("kind %q is not Event", e.Kind)
 	}
 	ref, message, source := e.InvolvedObject, e.Message, e.Source
-	count, firstSeen, last := e.Count, e.FirstTimestamp.Time, e.LastTimestamp.Time
+	count, firstSeen, last := int32(e.Count), e.FirstTimestamp.Time, e.LastTimestamp.Time
 	if e.Regarding != nil || e.APIVersion == "events.k8s.io/v1" {
 		ref, message, source = e.Regarding, e.Note, e.DeprecatedSource
-		count, firstSeen, last = e.DeprecatedCount, e.DeprecatedFirstTimestamp.Time, e.DeprecatedLastTimestamp.Time
+		count, firstSeen, last = int32(e.DeprecatedCount), e.DeprecatedFirstTimestamp.Time, e.DeprecatedLastTimestamp.Time
 	}
 	if ref == nil || ref.Kind == "" || ref.Name == "" {
 		return Signal{}, "event names no involved object (kind and name)"
 	}
 	if e.Series != nil {
-		count = max(count, e.Series.Count)
+		count = max(count, int32(e.Series.Count))
 		if e.Series.LastObservedTime.After(last) {
 			last = e.Series.LastObservedTime.Time
 		}
@@ -201,9 +206,12 @@ func eventSignal(e *kubeEvent) (Signal, string) {
 		ns = e.Metadata.Namespace
 	}
 	target := Target{Kind: ref.Kind, Name: ref.Name, Namespace: ref.Namespace}
-	labels := make(map[string]string, len(e.Metadata.Labels)+3)
+	labels := make(map[string]string, len(e.Metadata.Labels)+4)
 	for k, v := range e.Metadata.Labels {
 		labels[k] = v
+	}
+	if e.ClusterName != "" && labels["cluster"] == "" {
+		labels["cluster"] = e.ClusterName
 	}
 	labels["reason"] = e.Reason
 	if c := firstNonEmpty(e.ReportingController, e.ReportingComponent, source.Component); c != "" {
@@ -251,4 +259,46 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
+}
+
+// flexCount is an event count written as a JSON number or, by senders that
+// template every value into a string (kubernetes-event-exporter's layout
+// renders `count: "{{ .Count }}"` as "5"), as a string of digits. null and
+// "" are an unset count.
+type flexCount int32
+
+func (c *flexCount) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	v := b
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+		if len(v) == 0 {
+			*c = 0
+			return nil
+		}
+	}
+	// Parsed by hand: strconv would need a string, an allocation per
+	// event on the receiver's hottest path.
+	neg := len(v) > 1 && v[0] == '-'
+	if neg {
+		v = v[1:]
+	}
+	var n int64
+	for i, d := range v {
+		if d < '0' || d > '9' || n > math.MaxInt32 || i >= 11 {
+			n = math.MaxInt64
+			break
+		}
+		n = n*10 + int64(d-'0')
+	}
+	if len(v) == 0 || n > math.MaxInt32 {
+		return fmt.Errorf("count %s is not a whole number up to %d", clip(b), math.MaxInt32)
+	}
+	if neg {
+		n = -n
+	}
+	*c = flexCount(n)
+	return nil
 }

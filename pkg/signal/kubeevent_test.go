@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -145,6 +146,9 @@ func TestDecoder_kubeEventID(t *testing.T) {
 	assert.Equal(t, base, idOf(t, event()), "the same delivery twice has the same ID")
 	assert.Equal(t, base, idOf(t, "["+event()+"]"), "as a single event or in an array")
 	assert.Equal(t, base, idOf(t, event("lastTimestamp", `"2025-03-14T10:31:44+01:00"`)), "the same instant")
+	assert.Equal(t, base, idOf(t, event("count", `"14"`)), "the count as a string of digits")
+	assert.Equal(t, base, idOf(t, event("lastTimestamp", `"2025-03-14 09:31:44 +0000 UTC"`)), "the time in Go's format")
+	assert.Equal(t, base, idOf(t, event("lastTimestamp", `"2025-03-14 10:31:44.0 +0100 CET m=+0.000000001"`)), "Go's format with a zone and a monotonic reading")
 	assert.NotEqual(t, base, idOf(t, event("count", "15")), "count changed")
 	assert.NotEqual(t, base, idOf(t, event("lastTimestamp", `"2025-03-14T09:32:44Z"`)), "lastTimestamp changed")
 	assert.NotEqual(t, base, idOf(t, event("uid", `"00000000-0000-0000-0000-000000000001"`)), "another event")
@@ -163,7 +167,8 @@ func TestDecoder_kubeEventRejectsOneEvent(t *testing.T) {
 		{"no involved object", event("involvedObject", ""), "involved object"},
 		{"involved object without name", event("involvedObject", `{"kind":"Pod"}`), "involved object"},
 		{"no reason", event("reason", ""), "missing name"},
-		{"count not a number", event("count", `"14"`), "count"},
+		{"count not a number", event("count", `"fourteen"`), `count "fourteen"`},
+		{"count a fraction", event("count", `"1.5"`), "count"},
 		{"count overflows int32", event("count", `4294967296`), "count"},
 		{"lastTimestamp not a time", event("lastTimestamp", `"14 Mar 2025"`), "14 Mar 2025"},
 		{"not an Event", strings.Replace(event(), `"kind":"Event"`, `"kind":"Pod"`, 1), `kind "Pod"`},
@@ -226,4 +231,129 @@ func TestDecoder_kubeEventTimesAreUTC(t *testing.T) {
 	require.Len(t, b.Signals, 1)
 	assert.Equal(t, time.UTC, b.Signals[0].StartsAt.Location())
 	assert.Equal(t, mustTime(t, "2025-03-14T09:19:02Z"), b.Signals[0].StartsAt)
+}
+
+// exporterFixture reads a body posted by kubernetes-event-exporter v1.6.1
+// (captured from a real exporter watching a real API server).
+func exporterFixture(tb testing.TB, name string) []byte {
+	tb.Helper()
+	return readTestdata(tb, "kubernetes-event-exporter-v1.6.1/"+name)
+}
+
+func TestDecoder_kubernetesEventExporterDefaultBody(t *testing.T) {
+	tests := []struct {
+		file   string
+		name   string
+		target Target
+	}{
+		{"default-warning-backoff.json", "BackOff", Target{"Pod", "api-1", "payments"}},
+		{"default-warning-failedscheduling.json", "FailedScheduling", Target{"Pod", "web-2", "prod"}},
+		{"default-warning-unhealthy.json", "Unhealthy", Target{"Pod", "web-3", "prod"}},
+	}
+	fp := MustFingerprinter(DefaultFingerprintFields)
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b, err := newTestDecoder(t).DecodeKubernetesEvents(exporterFixture(t, tt.file))
+			require.NoError(t, err)
+			require.Empty(t, b.Rejected)
+			require.Len(t, b.Signals, 1)
+			s := b.Signals[0]
+			assert.Equal(t, tt.name, s.Name)
+			assert.Equal(t, tt.target, s.Target)
+			assert.Equal(t, tt.target.Namespace, s.Namespace)
+			assert.Equal(t, int32(1), s.EventCount)
+			assert.Equal(t, "evx-envtest", s.Labels["cluster"], "the exporter's clusterName is the cluster label")
+			byHand := Signal{Name: tt.name, Namespace: tt.target.Namespace, Target: tt.target, Labels: map[string]string{"cluster": "evx-envtest"}}
+			assert.Equal(t, fp.Fingerprint(&byHand), s.Fingerprint, "the cluster is part of the fingerprint")
+		})
+	}
+	for _, file := range []string{"default-normal-pulled.json", "default-normal-scheduled.json"} {
+		t.Run(file, func(t *testing.T) {
+			b, err := newTestDecoder(t).DecodeKubernetesEvents(exporterFixture(t, file))
+			require.NoError(t, err)
+			assert.Empty(t, b.Signals)
+			assert.Empty(t, b.Rejected)
+			assert.Equal(t, 1, b.Ignored, "Normal events are ignored")
+		})
+	}
+}
+
+func TestDecoder_kubernetesEventExporterClustersAreApart(t *testing.T) {
+	body := exporterFixture(t, "default-warning-backoff.json")
+	other := bytes.Replace(body, []byte(`"clusterName": "evx-envtest"`), []byte(`"clusterName": "prod-us-2"`), 1)
+	require.NotEqual(t, body, other)
+	d := newTestDecoder(t)
+	a, err := d.DecodeKubernetesEvents(body)
+	require.NoError(t, err)
+	b, err := d.DecodeKubernetesEvents(other)
+	require.NoError(t, err)
+	require.Len(t, a.Signals, 1)
+	require.Len(t, b.Signals, 1)
+	assert.NotEqual(t, a.Signals[0].Fingerprint, b.Signals[0].Fingerprint, "the same reason on the same pod in two clusters is two incidents")
+
+	// A cluster label the sender set itself wins over clusterName.
+	labelled := bytes.Replace(body, []byte(`"namespace": "payments",`), []byte(`"namespace": "payments", "labels": {"cluster": "prod-us-2"},`), 1)
+	c, err := d.DecodeKubernetesEvents(labelled)
+	require.NoError(t, err)
+	require.Len(t, c.Signals, 1)
+	assert.Equal(t, "prod-us-2", c.Signals[0].Labels["cluster"])
+	assert.Equal(t, b.Signals[0].Fingerprint, c.Signals[0].Fingerprint)
+}
+
+func TestDecoder_kubernetesEventExporterLayouts(t *testing.T) {
+	tests := []struct {
+		file  string
+		count int32
+		at    string
+	}{
+		// Every value a string: count "1", times in Go's format.
+		{"layout-naive-warning-backoff.json", 1, "2026-11-29T21:34:52Z"},
+		// No count at all, times in RFC 3339.
+		{"layout-rfc3339-warning-backoff.json", 1, "2026-11-29T21:35:48Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b, err := newTestDecoder(t).DecodeKubernetesEvents(exporterFixture(t, tt.file))
+			require.NoError(t, err)
+			require.Empty(t, b.Rejected)
+			require.Len(t, b.Signals, 1)
+			s := b.Signals[0]
+			assert.Equal(t, "BackOff", s.Name)
+			assert.Equal(t, Target{"Pod", "api-1", "payments"}, s.Target)
+			assert.Equal(t, tt.count, s.EventCount)
+			assert.Equal(t, mustTime(t, tt.at), s.StartsAt)
+			assert.Equal(t, mustTime(t, tt.at), s.EventLastTimestamp)
+			assert.Equal(t, "evx-envtest", s.Labels["cluster"])
+		})
+	}
+}
+
+func TestDecoder_kubeEventCountAsString(t *testing.T) {
+	tests := []struct {
+		count string
+		want  int32
+	}{
+		{`"7"`, 7},
+		{`7`, 7},
+		{`""`, 1},
+		{`null`, 1},
+		{`"2147483647"`, 2147483647},
+	}
+	for _, tt := range tests {
+		t.Run(tt.count, func(t *testing.T) {
+			b, err := newTestDecoder(t).DecodeKubernetesEvents([]byte(event("count", tt.count)))
+			require.NoError(t, err)
+			require.Empty(t, b.Rejected)
+			require.Len(t, b.Signals, 1)
+			assert.Equal(t, tt.want, b.Signals[0].EventCount)
+		})
+	}
+	t.Run("series.count as a string", func(t *testing.T) {
+		body := strings.Replace(event(), `"reason"`, `"series":{"count":"23","lastObservedTime":"2025-03-14 09:40:00 +0000 UTC"},"reason"`, 1)
+		b, err := newTestDecoder(t).DecodeKubernetesEvents([]byte(body))
+		require.NoError(t, err)
+		require.Len(t, b.Signals, 1, "%v", b.Rejected)
+		assert.Equal(t, int32(23), b.Signals[0].EventCount)
+		assert.Equal(t, mustTime(t, "2025-03-14T09:40:00Z"), b.Signals[0].EventLastTimestamp)
+	})
 }
