@@ -25,6 +25,11 @@ require go.uber.org/goleak v1.3.0
 require github.com/prometheus/alertmanager v0.35.0
 
 require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+)
+
+require (
 	github.com/dennwc/varint v1.0.0 // indirect
 	github.com/grafana/regexp v0.0.0-20250905093917-f7b3be9d1853 // indirect
 	github.com/prometheus/prometheus v0.316.0

@@ -42,6 +42,42 @@ type Options struct {
 	Ready func(receiverAddr string)
 }
 
+// Defaults are the configuration defaults of `stormweir run`: those of
+// every binary, except that the receiver listens on 127.0.0.1 only (an
+// all-in-one process is for one machine; --listen opens it wider) and the
+// health and metrics endpoints stay on the receiver's listener unless
+// --metrics-listen (worker.listen) gives them one of their own.
+func Defaults() config.Config {
+	c := config.Default()
+	c.Receiver.Listen = "127.0.0.1:8080"
+	c.Worker.Listen = ""
+	return c
+}
+
+// InProcessURL is what Effective shows as bus.url when the embedded NATS
+// server has no listener.
+const InProcessURL = "in-process (embedded JetStream; allinone.nats_listen exposes it)"
+
+// Effective is the configuration Run really runs with: the embedded bus
+// (its address when allinone.nats_listen exposes it, no auth or TLS, the
+// streams managed here) and, when no webhook token is configured, the
+// token file Run generates in the data dir. --print-config shows it.
+func Effective(cfg config.Config) config.Config {
+	cfg.Bus.URL = InProcessURL
+	if cfg.AllInOne.NATSListen != "" {
+		cfg.Bus.URL = "nats://" + cfg.AllInOne.NATSListen
+	}
+	cfg.Bus.Auth, cfg.Bus.TLS, cfg.Bus.ManageStreams = config.BusAuth{}, config.BusTLS{}, true
+	a := &cfg.Receiver.Auth
+	if !a.Disabled && len(a.Tokens) == 0 && a.TokenFile == "" {
+		a.TokenFile = tokenPath(cfg.AllInOne)
+	}
+	return cfg
+}
+
+// tokenPath is the generated webhook token's file.
+func tokenPath(cfg config.AllInOne) string { return filepath.Join(cfg.DataDir, "token") }
+
 // Run starts the embedded JetStream server and every stage, and blocks
 // until ctx ends or a stage fails.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) error {
@@ -51,7 +87,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 	if err := os.MkdirAll(cfg.AllInOne.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
-	if err := ensureToken(&cfg, log); err != nil {
+	// The embedded server is this process's own, without users or TLS, and
+	// this process is its only client: bus.auth and bus.tls describe an
+	// external server, and the streams are this process's to manage.
+	if cfg.Bus.Auth != (config.BusAuth{}) || cfg.Bus.TLS != (config.BusTLS{}) {
+		log.Warn("bus.auth and bus.tls apply to an external NATS server; the embedded one is connected in-process without them")
+	}
+	cfg = Effective(cfg)
+	if err := ensureToken(cfg, log); err != nil {
 		return err
 	}
 
@@ -67,13 +110,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		cfg.Bus.URL = srv.ClientURL()
 		log.Info("embedded nats listening", "url", cfg.Bus.URL)
 	}
-	// The embedded server is this process's own, without users or TLS, and
-	// this process is its only client: bus.auth and bus.tls describe an
-	// external server, and the streams are this process's to manage.
-	if cfg.Bus.Auth != (config.BusAuth{}) || cfg.Bus.TLS != (config.BusTLS{}) {
-		log.Warn("bus.auth and bus.tls apply to an external NATS server; the embedded one is connected in-process without them")
-	}
-	cfg.Bus.Auth, cfg.Bus.TLS, cfg.Bus.ManageStreams = config.BusAuth{}, config.BusTLS{}, true
 	sink, rest, err := chooseSink(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -100,15 +136,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 	if err != nil {
 		return err
 	}
+	stages = append(stages, out)
 	addr, err := a.HealthAddr()
 	if err != nil {
 		return err
 	}
-	log.Info("stormweir running", "receiver", addr, "store", cfg.AllInOne.Store, "sink", sink, "data_dir", cfg.AllInOne.DataDir)
+	attrs := []any{"receiver", addr, "store", cfg.AllInOne.Store, "sink", sink, "data_dir", cfg.AllInOne.DataDir}
+	if cfg.Worker.Listen != "" {
+		// The receiver's listener serves the metrics too; worker.listen
+		// adds one for a scraper that should not reach the webhooks.
+		hs, err := a.Process.HealthServer()
+		if err != nil {
+			return err
+		}
+		stages = append(stages, hs)
+		attrs = append(attrs, "metrics", hs.Addr())
+	}
+	log.Info("stormweir running", attrs...)
 	if o.Ready != nil {
 		o.Ready(addr)
 	}
-	return a.Run(ctx, append(stages, out)...)
+	return a.Run(ctx, stages...)
 }
 
 // chooseSink returns app.Writer and its API server configuration for the
@@ -126,7 +174,7 @@ func chooseSink(ctx context.Context, cfg config.Config, log *slog.Logger) (strin
 		if mode == "kubernetes" {
 			return "", nil, fmt.Errorf("allinone.sink is kubernetes: %w", err)
 		}
-		log.Info("no Kubernetes cluster reachable; printing RemediationRequests instead of writing them", "reason", err.Error())
+		log.Info("no Kubernetes cluster answers, so RemediationRequests are printed here instead of written (allinone.sink)", "reason", err.Error())
 		return PrinterStage, nil, nil
 	}
 	return app.Writer, rc, nil
@@ -183,15 +231,14 @@ func startNATS(cfg config.AllInOne) (*server.Server, error) {
 	return srv, nil
 }
 
-// ensureToken gives the receiver a bearer token when none is configured:
-// a random one, kept in <data dir>/token so it is stable across restarts
-// and easy to read for curl.
-func ensureToken(cfg *config.Config, log *slog.Logger) error {
-	a := &cfg.Receiver.Auth
-	if a.Disabled || len(a.Tokens) > 0 || a.TokenFile != "" {
+// ensureToken creates the generated webhook token file when Effective
+// chose it and it does not exist yet: a random token, kept in the data dir
+// so it is stable across restarts and easy to read for curl.
+func ensureToken(cfg config.Config, log *slog.Logger) error {
+	path := tokenPath(cfg.AllInOne)
+	if cfg.Receiver.Auth.TokenFile != path {
 		return nil
 	}
-	path := filepath.Join(cfg.AllInOne.DataDir, "token")
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		var b [24]byte
 		_, _ = rand.Read(b[:])
@@ -199,7 +246,6 @@ func ensureToken(cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("writing webhook token: %w", err)
 		}
 	}
-	a.TokenFile = path
 	log.Info("webhook bearer token", "file", path)
 	return nil
 }

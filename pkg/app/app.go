@@ -8,6 +8,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"k8s.io/client-go/rest"
 
+	"github.com/stormweir/stormweir/pkg/cli"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
@@ -262,6 +264,9 @@ func (a *App) HealthAddr() (string, error) {
 		return a.receiver.Addr(), nil
 	}
 	if a.health == nil {
+		if a.cfg.Worker.Listen == "" {
+			return "", errors.New("worker.listen: empty, but a process without a receiver serves /healthz, /readyz and /metrics there")
+		}
 		hs, err := a.Process.HealthServer()
 		if err != nil {
 			return "", err
@@ -310,10 +315,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, binary string
 	return a.Run(ctx, stages...)
 }
 
-// Main is the whole main of the stage binary called stage: load the
-// configuration, handle signals, run the stage (service.Main).
+// descriptions are the one-line help and the longer help of each stage
+// binary.
+var descriptions = map[string][2]string{
+	Receiver: {"stormweir's HTTP intake: webhooks in, signals on the bus out",
+		"Serves the Alertmanager and Kubernetes event webhooks on receiver.listen\n(with /healthz, /readyz and /metrics) and answers 202 once JetStream\nstored every accepted signal."},
+	Deduper: {"stormweir's dedup stage: one incident per fingerprint",
+		"Consumes signals, keeps one incident per fingerprint in Redis (occurrences,\nresolve, reopen) and publishes incident events; health and metrics on\nworker.listen."},
+	Aggregator: {"stormweir's storm stage: alert storms folded into one incident",
+		"Consumes new incidents, keeps storm windows in Redis and publishes\nindividual and storm incidents; health and metrics on worker.listen."},
+	Writer: {"stormweir's writer: one RemediationRequest per real incident",
+		"Consumes incident and storm events and creates or updates one\nRemediationRequest custom resource per incident in the cluster of\nwriter.kubeconfig; health and metrics on worker.listen."},
+}
+
+// Main is the whole main of the stage binary called stage: its command
+// line (pkg/cli: help, --print-config, version, exit codes), signals, and
+// the stage run until SIGINT or SIGTERM.
 func Main(stage string) {
-	service.Main(stage, func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	d := descriptions[stage]
+	cli.Main(cli.Stage(stage, d[0], d[1], func(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return Run(ctx, cfg, log, stage, Options{}, stage)
-	})
+	}))
 }

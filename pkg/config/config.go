@@ -130,7 +130,10 @@ func (f Fingerprint) Validate() error {
 // Worker configures what every worker stage (deduper, aggregator, writer)
 // shares: its health and metrics listener and its drain budget.
 type Worker struct {
-	// Listen is the address of /healthz, /readyz and /metrics.
+	// Listen is the address of /healthz, /readyz and /metrics. A process
+	// with a receiver serves them on the receiver's listener as well, so
+	// `stormweir run` leaves it empty unless --metrics-listen asks for a
+	// listener of its own; a stage without a receiver needs it.
 	Listen string `mapstructure:"listen" yaml:"listen"`
 	// DrainTimeout bounds how long a stopping stage waits for in-flight
 	// messages; the rest are redelivered to another replica.
@@ -140,8 +143,8 @@ type Worker struct {
 // Validate checks the worker section.
 func (w Worker) Validate() error {
 	var errs []error
-	if err := validListen("worker.listen", w.Listen); err != nil {
-		errs = append(errs, err)
+	if w.Listen != "" {
+		errs = append(errs, validListen("worker.listen", w.Listen))
 	}
 	if w.DrainTimeout <= 0 {
 		errs = append(errs, errors.New("worker.drain_timeout: must be positive"))

@@ -31,6 +31,37 @@ type Loaded struct {
 	Args []string
 }
 
+// Flags are the configuration flags every binary shares: --config,
+// --set, --print-config and the shortcuts of frequent keys. They live on a
+// caller's flag set so a command line library (cobra in cmd/stormweir and
+// pkg/cli) can show them in its help next to the command's own flags.
+type Flags struct {
+	file      *string
+	printCfg  *bool
+	sets      *[]string
+	shortcuts map[string]*string
+}
+
+// AddFlags defines the configuration flags on fs.
+func AddFlags(fs *pflag.FlagSet) *Flags {
+	return &Flags{
+		file:     fs.StringP("config", "c", os.Getenv(EnvPrefix+"_CONFIG"), "YAML configuration file (or $"+EnvPrefix+"_CONFIG)"),
+		printCfg: fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit"),
+		sets:     fs.StringArray("set", nil, "override one key, e.g. --set dedup.window=10m (repeatable)"),
+		shortcuts: map[string]*string{
+			"bus.url":           fs.String("nats-url", "", "NATS URL (bus.url)"),
+			"redis.addrs":       fs.String("redis-addrs", "", "Redis addresses, comma-separated (redis.addrs)"),
+			"receiver.listen":   fs.String("listen", "", "receiver listen address (receiver.listen)"),
+			"worker.listen":     fs.String("metrics-listen", "", "health and metrics listen address (worker.listen)"),
+			"log.level":         fs.String("log-level", "", "log level: debug, info, warn, error (log.level)"),
+			"writer.kubeconfig": fs.String("kubeconfig", "", "kubeconfig path (writer.kubeconfig)"),
+		},
+	}
+}
+
+// PrintConfig reports whether --print-config was given.
+func (f *Flags) PrintConfig() bool { return *f.printCfg }
+
 // Load builds the effective configuration for the binary called name:
 // defaults, then the YAML file (--config or STORMWEIR_CONFIG), then
 // STORMWEIR_* environment variables, then flags (--set key=value and the
@@ -38,37 +69,38 @@ type Loaded struct {
 func Load(name string, args []string) (*Loaded, error) {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	file := fs.StringP("config", "c", os.Getenv(EnvPrefix+"_CONFIG"), "YAML configuration file")
-	printCfg := fs.Bool("print-config", false, "print the effective configuration and exit")
-	sets := fs.StringArray("set", nil, "override one key, e.g. --set dedup.window=10m (repeatable)")
-	shortcuts := map[string]*string{
-		"bus.url":           fs.String("nats-url", "", "NATS URL (bus.url)"),
-		"redis.addrs":       fs.String("redis-addrs", "", "Redis addresses, comma-separated (redis.addrs)"),
-		"receiver.listen":   fs.String("listen", "", "receiver listen address (receiver.listen)"),
-		"worker.listen":     fs.String("metrics-listen", "", "worker health/metrics address (worker.listen)"),
-		"log.level":         fs.String("log-level", "", "log level (log.level)"),
-		"writer.kubeconfig": fs.String("kubeconfig", "", "kubeconfig path (writer.kubeconfig)"),
-	}
+	f := AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%s: %w\n%s", name, err, fs.FlagUsages())
 	}
+	cfg, err := f.Load(Default())
+	if err != nil {
+		return nil, err
+	}
+	return &Loaded{Config: cfg, PrintConfig: f.PrintConfig(), Args: fs.Args()}, nil
+}
 
+// Load builds the effective configuration from defaults (Default(), or a
+// command's own, e.g. `stormweir run` listening on 127.0.0.1 only), the
+// YAML file, the environment and the parsed flags, and validates it.
+func (f *Flags) Load(defaults Config) (Config, error) {
+	file, sets, shortcuts := f.file, f.sets, f.shortcuts
 	v := viper.New()
 	v.SetConfigType("yaml")
-	base, err := yaml.Marshal(Default())
+	base, err := yaml.Marshal(defaults)
 	if err != nil {
-		return nil, fmt.Errorf("encoding defaults: %w", err)
+		return Config{}, fmt.Errorf("encoding defaults: %w", err)
 	}
 	if err := v.ReadConfig(bytes.NewReader(base)); err != nil {
-		return nil, fmt.Errorf("loading defaults: %w", err)
+		return Config{}, fmt.Errorf("loading defaults: %w", err)
 	}
 	if *file != "" {
-		f, err := os.ReadFile(*file)
+		b, err := os.ReadFile(*file)
 		if err != nil {
-			return nil, fmt.Errorf("reading config file: %w", err)
+			return Config{}, fmt.Errorf("reading config file: %w", err)
 		}
-		if err := v.MergeConfig(bytes.NewReader(f)); err != nil {
-			return nil, fmt.Errorf("parsing config file %s: %w", *file, err)
+		if err := v.MergeConfig(bytes.NewReader(b)); err != nil {
+			return Config{}, fmt.Errorf("parsing config file %s: %w", *file, err)
 		}
 	}
 	v.SetEnvPrefix(EnvPrefix)
@@ -110,12 +142,12 @@ func Load(name string, args []string) (*Loaded, error) {
 	})
 	problems = append(problems, s.decodeProblems(err)...)
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("configuration:\n%w", errors.Join(problems...))
+		return Config{}, fmt.Errorf("configuration:\n%w", errors.Join(problems...))
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	return &Loaded{Config: cfg, PrintConfig: *printCfg, Args: fs.Args()}, nil
+	return cfg, nil
 }
 
 // Print writes cfg as YAML with secrets redacted. Secret files are shown

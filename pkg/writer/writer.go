@@ -55,6 +55,10 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
+// ErrNoCluster says that no cluster is configured anywhere the writer
+// looks for one.
+var ErrNoCluster = errors.New("no Kubernetes cluster configured: no writer.kubeconfig (--kubeconfig), no $KUBECONFIG, no ~/.kube/config, and not running in a pod")
+
 // RestConfig loads the API server configuration: writer.kubeconfig when
 // set, else the usual places (in-cluster, KUBECONFIG, ~/.kube/config).
 func RestConfig(cfg config.Writer) (*rest.Config, error) {
@@ -66,6 +70,11 @@ func RestConfig(cfg config.Writer) (*rest.Config, error) {
 		return rc, nil
 	}
 	rc, err := ctrlconfig.GetConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		// client-go's own message points at KUBERNETES_MASTER, a variable
+		// nobody sets any more; say where a cluster was looked for.
+		return nil, ErrNoCluster
+	}
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
