@@ -99,7 +99,7 @@ func TestStormweir_printConfigShowsEffectiveRunSettings(t *testing.T) {
 		require.Equal(t, cli.ExitOK, code, "stderr: %s", errOut)
 		var cfg config.Config
 		require.NoError(t, yaml.Unmarshal([]byte(out), &cfg), out)
-		assert.Contains(t, cfg.Bus.URL, "in-process", args)
+		assert.Equal(t, "nats://in-process", cfg.Bus.URL, args)
 		assert.Equal(t, dir+"/token", cfg.Receiver.Auth.TokenFile, args)
 		assert.Equal(t, "127.0.0.1:8080", cfg.Receiver.Listen, args)
 		assert.Empty(t, cfg.Worker.Listen, "metrics stay on the receiver's listener unless asked")

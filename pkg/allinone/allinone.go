@@ -54,9 +54,10 @@ func Defaults() config.Config {
 	return c
 }
 
-// InProcessURL is what Effective shows as bus.url when the embedded NATS
-// server has no listener.
-const InProcessURL = "in-process (embedded JetStream; allinone.nats_listen exposes it)"
+// InProcessURL is bus.url when the embedded NATS server has no listener
+// (allinone.nats_listen exposes it): the process's own connection goes
+// in-process, and no other client can reach the server.
+const InProcessURL = "nats://in-process"
 
 // Effective is the configuration Run really runs with: the embedded bus
 // (its address when allinone.nats_listen exposes it, no auth or TLS, the

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	ossignal "os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -147,37 +144,4 @@ func (p *Process) HealthServer() (*Server, error) {
 	mux := http.NewServeMux()
 	p.Health.Register(mux)
 	return NewServer(p.Config.Worker.Listen, mux, p.Config.Worker.DrainTimeout)
-}
-
-// Main is the whole of a stage binary's main: load the configuration
-// (printing it and exiting for --print-config), set up logging, and call
-// run with a context that ends on SIGINT or SIGTERM. Exit codes: 2 for a
-// configuration error, 1 when run fails.
-func Main(binary string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
-	MainArgs(binary, os.Args[1:], run)
-}
-
-// MainArgs is Main with the arguments given, for binaries with
-// subcommands.
-func MainArgs(binary string, args []string, run func(ctx context.Context, cfg config.Config, log *slog.Logger) error) {
-	loaded, err := config.Load(binary, args)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
-		os.Exit(2)
-	}
-	if loaded.PrintConfig {
-		if err := config.Print(os.Stdout, loaded.Config); err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
-			os.Exit(1)
-		}
-		return
-	}
-	log := NewLogger(loaded.Config.Log, binary)
-	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, loaded.Config, log); err != nil {
-		log.Error("exiting", "err", err)
-		stop()
-		os.Exit(1)
-	}
 }
