@@ -123,11 +123,11 @@ func DeadLetter(pub Sender, subj Subjects, stage string, maxDeliver int, log *sl
 	}
 }
 
-// deadLetter is m's DLQ copy: its data and headers (less its msg-id), the
-// reason and where it came from, under a msg-id of its own so a retried
-// dead-lettering stores one copy.
+// deadLetter is m's DLQ copy: its data and headers (its msg-id moved to
+// HeaderDLQMsgID), the reason and where it came from, under a msg-id of
+// its own so a retried dead-lettering stores one copy.
 func deadLetter(m *Msg, subj Subjects, stage, reason string) Output {
-	h := make(nats.Header, len(m.Header)+6)
+	h := make(nats.Header, len(m.Header)+7)
 	for k, v := range m.Header {
 		if k != jetstream.MsgIDHeader {
 			h[k] = v
@@ -139,6 +139,7 @@ func deadLetter(m *Msg, subj Subjects, stage, reason string) Output {
 	h.Set(HeaderDLQStream, m.Stream)
 	h.Set(HeaderDLQSequence, strconv.FormatUint(m.StreamSeq, 10))
 	h.Set(HeaderDLQDeliveries, strconv.FormatUint(m.Delivered, 10))
+	h.Set(HeaderDLQMsgID, m.MsgID())
 	return Output{
 		Subject: subj.DLQ(stage),
 		Data:    m.Data,

@@ -141,6 +141,7 @@ func TestDeadLetter_copiesWhatTheHandlerGaveUpOn(t *testing.T) {
 			assert.Equal(t, "payload", string(out.Data))
 			assert.Equal(t, "dlq:deduper:P_SIGNALS:42", out.MsgID)
 			assert.Empty(t, out.Header.Get(jetstream.MsgIDHeader), "the copy does not carry the input's msg-id")
+			assert.Equal(t, "sig-1", out.Header.Get(bus.HeaderDLQMsgID), "a retry republishes under the input's msg-id")
 			assert.Equal(t, "fp", out.Header.Get(bus.HeaderFingerprint))
 			assert.Equal(t, tc.reason, out.Header.Get(bus.HeaderDLQReason))
 			assert.Equal(t, "p.signals.alertmanager", out.Header.Get(bus.HeaderDLQSubject))

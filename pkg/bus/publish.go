@@ -32,7 +32,22 @@ const (
 	HeaderDLQStream     = "Stormweir-Dlq-Stream"
 	HeaderDLQSequence   = "Stormweir-Dlq-Sequence"
 	HeaderDLQDeliveries = "Stormweir-Dlq-Deliveries"
+	// HeaderDLQMsgID is the original message's Nats-Msg-Id (or, when it
+	// had none, the id its handler saw: Msg.MsgID), so a retry from the
+	// DLQ republishes under the id the stages already keyed their work
+	// on, and completes once.
+	HeaderDLQMsgID = "Stormweir-Dlq-Msg-Id"
 )
+
+// IsDLQHeader reports whether k is one of the headers dead-lettering
+// adds, which a retry from the DLQ removes again.
+func IsDLQHeader(k string) bool {
+	switch k {
+	case HeaderDLQReason, HeaderDLQStage, HeaderDLQSubject, HeaderDLQStream, HeaderDLQSequence, HeaderDLQDeliveries, HeaderDLQMsgID:
+		return true
+	}
+	return false
+}
 
 // Output is one message a stage publishes.
 type Output struct {
