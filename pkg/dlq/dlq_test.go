@@ -248,6 +248,7 @@ func TestQueue_retryRepublishesOnceUnderTheOriginalID(t *testing.T) {
 	require.Len(t, es, 1)
 	entry := es[0]
 	require.Equal(t, noID.MsgID(), entry.MsgID)
+	require.NoError(t, q.Check(ctx, entry, time.Now()), "an id the stream never stored is not remembered")
 
 	res, err := q.Retry(ctx, entry)
 	require.NoError(t, err)
@@ -280,12 +281,16 @@ func TestQueue_retryRepublishesOnceUnderTheOriginalID(t *testing.T) {
 	e.deadLetter("deduper", withID, bus.Permanent(errors.New("bad")))
 	es = scan(t, q, dlq.Filter{})
 	require.Len(t, es, 1)
-	_, err = q.Retry(ctx, es[0])
 	var rem *dlq.RememberedError
+	require.ErrorAs(t, q.Check(ctx, es[0], time.Now()), &rem, "checked before any write")
+	until := withID.Timestamp.Add(e.cfg.Signals.DuplicateWindow)
+	assert.WithinDuration(t, until, rem.Until, time.Millisecond)
+	assert.NoError(t, q.Check(ctx, es[0], until.Add(time.Millisecond)), "once the window is over")
+	_, err = q.Retry(ctx, es[0])
 	require.ErrorAs(t, err, &rem)
 	assert.Equal(t, "s2", rem.MsgID)
 	assert.Equal(t, e.cfg.Signals.DuplicateWindow, rem.Window)
-	assert.WithinDuration(t, withID.Timestamp.Add(e.cfg.Signals.DuplicateWindow), rem.Until, time.Millisecond)
+	assert.WithinDuration(t, until, rem.Until, time.Millisecond)
 	assert.Contains(t, err.Error(), "duplicate window; retry after")
 	assert.EqualValues(t, 3, e.stored(bus.StreamSignals, subject))
 	assert.Len(t, scan(t, q, dlq.Filter{}), 1, "the entry stays")

@@ -92,6 +92,35 @@ func (q *Queue) Retry(ctx context.Context, e *Entry) (Result, error) {
 	return res, nil
 }
 
+// Check tells, without writing anything, whether Retry would republish e
+// at now: its original subject is one of the pipeline's, its message id
+// is known (filled in e.MsgID when it had to be read from the original),
+// and its stream no longer remembers that id (*RememberedError otherwise,
+// by now and the original's stored time). A command checks every entry
+// before retrying any, so a selection is retried whole or not at all.
+func (q *Queue) Check(ctx context.Context, e *Entry, now time.Time) error {
+	if err := q.checkTarget(e); err != nil {
+		return err
+	}
+	id, err := q.msgID(ctx, e)
+	if err != nil {
+		return err
+	}
+	e.MsgID = id
+	if id == positionID(e) {
+		// The original had no id of its own: the stream remembers none.
+		return nil
+	}
+	if r := q.remembered(ctx, e, id); r.Until.After(now) {
+		return r
+	}
+	return nil
+}
+
+// positionID is the id a stage gives a message stored without one
+// (bus.Msg.MsgID): its stream and sequence.
+func positionID(e *Entry) string { return e.Stream + ":" + strconv.FormatUint(e.StreamSeq, 10) }
+
 // checkTarget refuses an entry whose original subject is not one the
 // pipeline's stages consume, so a retry never publishes anywhere else.
 func (q *Queue) checkTarget(e *Entry) error {
@@ -126,19 +155,23 @@ func (q *Queue) msgID(ctx context.Context, e *Entry) (string, error) {
 	default:
 		return "", fmt.Errorf("DLQ entry %d: reading the original (%s %d): %w", e.Seq, e.Stream, e.StreamSeq, err)
 	}
-	return e.Stream + ":" + strconv.FormatUint(e.StreamSeq, 10), nil
+	return positionID(e), nil
 }
 
 // remembered builds the refusal for an original still in its stream's
-// duplicate window.
-func (q *Queue) remembered(ctx context.Context, e *Entry, id string) error {
-	r := &RememberedError{Entry: e.Seq, MsgID: id, Stream: e.Stream, Until: e.Time}
-	if st, err := q.js.Stream(ctx, e.Stream); err == nil {
-		r.Window = st.CachedInfo().Config.Duplicates
-		r.Until = e.Time.Add(r.Window)
-		if orig, err := st.GetMsg(ctx, e.StreamSeq); err == nil {
-			r.Until = orig.Time.Add(r.Window)
-		}
+// duplicate window: the window counts from the original's stored time,
+// or, when the original is gone (purged: aged out means the window is
+// over, as max_age is never shorter), from the entry's own, later time.
+func (q *Queue) remembered(ctx context.Context, e *Entry, id string) *RememberedError {
+	r := &RememberedError{Entry: e.Seq, MsgID: id, Stream: e.Stream}
+	st, err := q.js.Stream(ctx, e.Stream)
+	if err != nil {
+		return r
+	}
+	r.Window = st.CachedInfo().Config.Duplicates
+	r.Until = e.Time.Add(r.Window)
+	if orig, err := st.GetMsg(ctx, e.StreamSeq); err == nil {
+		r.Until = orig.Time.Add(r.Window)
 	}
 	return r
 }
