@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a fresh machine, and is
 # quick when everything is already there:
-#   - redis-server and redis-cli (Debian package redis-server), and a Redis
-#     answering on 127.0.0.1:6379 (tests isolate themselves by key prefix);
+#   - redis-server, redis-cli and redis-sentinel (Debian packages
+#     redis-server, redis-tools and redis-sentinel), and a Redis answering
+#     on 127.0.0.1:6379 (tests isolate themselves by key prefix; Sentinel
+#     and Cluster tests start servers of their own);
 #   - kube-apiserver and etcd for envtest (hack/testbins.sh, cached in bin/);
 #   - Alertmanager for test/e2e (hack/alertmanager.sh, cached in bin/);
 #   - Helm, kustomize and the KEDA and prometheus-operator CRDs for
@@ -14,11 +16,11 @@ cd "$(dirname "$0")/.."
 
 log() { echo "test-deps: $*" >&2; }
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-	log "installing redis-server"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null; then
+	log "installing redis-server, redis-tools and redis-sentinel"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >&2
-	apt-get install -y -qq redis-server redis-tools >&2
+	apt-get install -y -qq redis-server redis-tools redis-sentinel >&2
 fi
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }

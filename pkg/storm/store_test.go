@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/pkg/storm"
 	"github.com/stormweir/stormweir/pkg/storm/stormtest"
@@ -23,6 +25,22 @@ func TestRedisStore_conformance(t *testing.T) {
 	stormtest.Run(t, func(t testing.TB) storm.Store {
 		r := testenv.LocalRedis(t)
 		return storm.NewRedisStore(r.Client, r.Prefix, 0)
+	})
+}
+
+// TestRedisStore_conformanceOnCluster runs the suite on a Redis Cluster:
+// every script touches the one slot of its scope's hash tag (a script
+// across slots fails with CROSSSLOT), and the batched pipelines are split
+// by node.
+func TestRedisStore_conformanceOnCluster(t *testing.T) {
+	rc := testenv.StartRedisCluster(t, 3)
+	cfg := config.DefaultRedis()
+	cfg.Mode, cfg.Addrs = "cluster", rc.Addrs()
+	c, err := redisclient.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	stormtest.Run(t, func(testing.TB) storm.Store {
+		return storm.NewRedisStore(c, "swt"+testenv.RandomID(), 0)
 	})
 }
 

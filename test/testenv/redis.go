@@ -105,8 +105,10 @@ type RedisServer struct {
 	Dir  string
 	// Security is what clients need to reach it (none by default).
 	Security RedisSecurity
-	args     []string
-	cmd      *exec.Cmd
+	// bin is the server's binary, redis-server when empty.
+	bin  string
+	args []string
+	cmd  *exec.Cmd
 	// probe is how Start knows the server answers.
 	probe *redis.Options
 }
@@ -185,15 +187,53 @@ func StartSecureRedisServer(t testing.TB, sec RedisSecurity, extra ...string) *R
 
 // StartRedisSentinel starts a Sentinel monitoring master as name, with a
 // password and TLS of its own (sec; sec.CA nil for plain TCP), and stops
-// it at cleanup.
+// it at cleanup. Alone, it is its own quorum.
 func StartRedisSentinel(t testing.TB, master *RedisServer, name string, sec RedisSecurity) *RedisServer {
 	t.Helper()
+	return startSentinel(t, master, name, 1, sec)
+}
+
+// StartRedisSentinels starts n Sentinels monitoring master as name with a
+// majority quorum (two of three), as a production deployment runs them,
+// and waits until each knows the others and master's replicas: before
+// that, a master's death is not a failover but an outage.
+func StartRedisSentinels(t testing.TB, master *RedisServer, name string, n, replicas int) []*RedisServer {
+	t.Helper()
+	out := make([]*RedisServer, n)
+	for i := range out {
+		out[i] = startSentinel(t, master, name, n/2+1, RedisSecurity{})
+	}
+	ctx := context.Background()
+	for _, s := range out {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, DialTimeout: time.Second})
+		require.Eventually(t, func() bool {
+			others, err := c.Sentinels(ctx, name).Result()
+			if err != nil || len(others) != n-1 {
+				return false
+			}
+			reps, err := c.Replicas(ctx, name).Result()
+			return err == nil && len(reps) == replicas
+		}, 30*time.Second, 50*time.Millisecond, "sentinel %s knows the other sentinels and the replicas", s.Addr)
+		_ = c.Close()
+	}
+	return out
+}
+
+func startSentinel(t testing.TB, master *RedisServer, name string, quorum int, sec RedisSecurity) *RedisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		t.Fatalf("redis-sentinel is not on PATH (hack/test-deps.sh installs it): %v", err)
+	}
 	port := FreePort(t)
 	dir := t.TempDir()
 	conf := []string{
 		"bind 127.0.0.1", "dir " + dir, "logfile " + filepath.Join(dir, "redis.log"), "daemonize no",
-		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1", name, master.Port),
+		fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", name, master.Port, quorum),
 		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", name),
+		// A failover that stalls is tried again after this, not after
+		// the default three minutes.
+		fmt.Sprintf("sentinel failover-timeout %s 10000", name),
 	}
 	// The server's own settings, as configuration lines; a Sentinel has
 	// no master of its own to authenticate to.
@@ -210,7 +250,7 @@ func StartRedisSentinel(t testing.TB, master *RedisServer, name string, sec Redi
 	path := filepath.Join(dir, "sentinel.conf")
 	require.NoError(t, os.WriteFile(path, []byte(strings.Join(conf, "\n")+"\n"), 0o600))
 	s := &RedisServer{t: t, Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, Security: sec,
-		args: []string{path, "--sentinel"}, probe: sec.Options(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))}
+		bin: bin, args: []string{path}, probe: sec.Options(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -230,7 +270,11 @@ func (s *RedisServer) Start() {
 	if s.cmd != nil {
 		return
 	}
-	cmd := exec.Command(RedisServerBinary(s.t), s.args...)
+	bin := s.bin
+	if bin == "" {
+		bin = RedisServerBinary(s.t)
+	}
+	cmd := exec.Command(bin, s.args...)
 	require.NoError(s.t, cmd.Start(), "starting redis-server")
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
