@@ -14,6 +14,7 @@ import (
 var commands = []func() *cobra.Command{
 	newRunCommand,
 	newLoadgenCommand,
+	newDLQCommand,
 	cli.Version,
 }
 

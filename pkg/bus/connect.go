@@ -35,6 +35,16 @@ type Conn struct {
 // stage alone. extra options come last, e.g. nats.InProcessServer for an
 // embedded server.
 func Connect(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option) (*Conn, error) {
+	return connect(cfg, name, log, true, extra)
+}
+
+// Dial is Connect for a command a person waits on (a replay, a review):
+// a server that does not answer is an error at once, not waited for.
+func Dial(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option) (*Conn, error) {
+	return connect(cfg, name, log, false, extra)
+}
+
+func connect(cfg config.Bus, name string, log *slog.Logger, wait bool, extra []nats.Option) (*Conn, error) {
 	if name == "" || strings.ContainsAny(name, ".*> \t\r\n") {
 		return nil, fmt.Errorf("nats connection name %q: must be one subject token (no dots, wildcards or spaces)", name)
 	}
@@ -69,6 +79,9 @@ func Connect(cfg config.Bus, name string, log *slog.Logger, extra ...nats.Option
 	if err != nil {
 		if refused(err) {
 			return nil, fmt.Errorf("connecting to nats %s as %s: %w", config.RedactURLs(cfg.URL), describeAuth(cfg), err)
+		}
+		if !wait {
+			return nil, fmt.Errorf("connecting to nats %s: %w", config.RedactURLs(cfg.URL), err)
 		}
 		log.Warn("nats not reachable yet; waiting", "url", config.RedactURLs(cfg.URL), "err", err)
 		nc, err = nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
