@@ -45,6 +45,7 @@ test:
 fuzz:
 	@export FUZZ_TIME=$(FUZZ_TIME) FUZZ_MIN_EXECS=$(FUZZ_MIN_EXECS); \
 	hack/fuzz.sh ./pkg/signal/ FuzzDecodeAlertmanager && \
+	hack/fuzz.sh ./pkg/signal/ FuzzDecodeGrafana && \
 	hack/fuzz.sh ./pkg/signal/ FuzzDecodeKubernetesEvents
 
 ## bench: Go benchmarks of the stages against real Redis and in-process JetStream.

@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"endpoint", "code"}),
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stormweir_receiver_signals_total",
-			Help: "Signals by source and result: accepted (stored), duplicate (stored before, absorbed by msg-id), rejected (invalid), ignored (Normal events), failed (not stored; the sender was told to retry).",
+			Help: "Signals by source and result: accepted (stored), duplicate (stored before, absorbed by msg-id), rejected (invalid), ignored (Normal events, Grafana contact point tests), failed (not stored; the sender was told to retry).",
 		}, []string{"source", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stormweir_receiver_request_seconds",

@@ -53,3 +53,26 @@ func TestREADME_eventExporterConfig(t *testing.T) {
 	assert.Regexp(t, `^Bearer \S+$`, wh.Headers["Authorization"])
 	assert.Nil(t, wh.Layout, "the default body, which the fixtures are")
 }
+
+// TestREADME_grafanaContactPoint keeps the README's Grafana provisioning
+// in step with the receiver.
+func TestREADME_grafanaContactPoint(t *testing.T) {
+	var cfg struct {
+		ContactPoints []struct {
+			Receivers []struct {
+				Type     string         `yaml:"type"`
+				Settings map[string]any `yaml:"settings"`
+			} `yaml:"receivers"`
+		} `yaml:"contactPoints"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(readmeYAML(t, "provisioning/alerting/stormweir.yaml")), &cfg))
+	require.Len(t, cfg.ContactPoints, 1)
+	require.Len(t, cfg.ContactPoints[0].Receivers, 1)
+	r := cfg.ContactPoints[0].Receivers[0]
+	assert.Equal(t, "webhook", r.Type)
+	u, err := url.Parse(r.Settings["url"].(string))
+	require.NoError(t, err)
+	assert.Equal(t, receiver.PathGrafana, u.Path)
+	assert.Equal(t, "Bearer", r.Settings["authorization_scheme"])
+	assert.NotContains(t, r.Settings, "payload", "a custom payload replaces the one the receiver reads")
+}

@@ -1,5 +1,5 @@
 // Package receiver is stormweir's HTTP intake: it authenticates webhook
-// senders, decodes Alertmanager and Kubernetes event payloads into signals,
+// senders, decodes Alertmanager, Grafana and Kubernetes event payloads into signals,
 // publishes them on the bus, and answers 202 only once JetStream has
 // stored every signal of the request (DESIGN §1–2). It needs neither Redis
 // nor Kubernetes.
@@ -35,6 +35,7 @@ const (
 	PathAlertmanager    = "/api/v1/signals/alertmanager"
 	PathPrometheus      = "/api/v1/signals/prometheus"
 	PathKubernetesEvent = "/api/v1/signals/kubernetes-event"
+	PathGrafana         = "/api/v1/signals/grafana"
 )
 
 // Publisher stores a request's signals; bus.Publisher is the real one.
@@ -147,6 +148,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.serveWebhook(w, req, signal.SourceAlertmanager, r.decoder.DecodeAlertmanager)
 	case PathKubernetesEvent:
 		r.serveWebhook(w, req, signal.SourceKubernetesEvent, r.decoder.DecodeKubernetesEvents)
+	case PathGrafana:
+		r.serveWebhook(w, req, signal.SourceGrafana, r.decoder.DecodeGrafana)
 	default:
 		r.mux.ServeHTTP(w, req)
 	}

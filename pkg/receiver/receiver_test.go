@@ -276,6 +276,37 @@ func TestReceiver_kubernetesEventExporterBodies(t *testing.T) {
 	}
 }
 
+func TestReceiver_grafanaAlerts(t *testing.T) {
+	h := newHarness(t)
+	for _, tt := range []struct {
+		file              string
+		accepted, ignored int
+	}{
+		{"grafana_documented.json", 2, 0},
+		{"grafana_kubernetes.json", 3, 0},
+		{"grafana_test_notification.json", 0, 1},
+	} {
+		body, err := os.ReadFile(filepath.Join("../signal/testdata", tt.file))
+		require.NoError(t, err)
+		resp, got := h.post(receiver.PathGrafana, body)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s: %s", tt.file, got)
+		r := decodeResponse(t, got)
+		assert.Equal(t, tt.accepted, r.Accepted, tt.file)
+		assert.Equal(t, tt.ignored, r.Ignored, tt.file)
+		assert.Empty(t, r.Rejected, tt.file)
+	}
+	msgs := h.stored()
+	require.Len(t, msgs, 5)
+	for _, m := range msgs {
+		assert.Equal(t, "stormweir.signals.grafana", m.Subject)
+		assert.Equal(t, "grafana", m.Header.Get(bus.HeaderSource))
+	}
+
+	resp, body := h.post(receiver.PathGrafana, []byte(`{"version":"4","alerts":[]}`))
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "Alertmanager's payload on Grafana's path: %s", body)
+	assert.Contains(t, string(body), `grafana webhook version \"4\"`)
+}
+
 func TestReceiver_statusCodes(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.Receiver.MaxBodyBytes = 4096 })
 	valid := loadgen.NewWebhook(podAlerts(1)...).JSON()

@@ -79,7 +79,7 @@ func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 	for i, raw := range w.Alerts {
 		var a amAlert
 		if err := unmarshal(raw, &a); err != nil {
-			b.Rejected = append(b.Rejected, badAlert(i, raw, err))
+			b.Rejected = append(b.Rejected, badAlert(i, raw, &amAlert{}, err))
 			continue
 		}
 		d.addAlert(b, &w.amHeader, i, &a, received)
@@ -87,11 +87,12 @@ func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 	return b, nil
 }
 
-// badAlert explains an alert that failed to decode: the JSON library's
-// reason, which labels or annotations are not strings (JSON libraries name
-// the map, not the key), and the alertname when it can still be read.
-func badAlert(i int, raw []byte, err error) Rejection {
-	r := Rejection{Index: i, Reason: decodeReason(raw, &amAlert{}, err)}
+// badAlert explains an alert that failed to decode into v, a pointer to a
+// zero alert of the source's type: the JSON library's reason, which labels
+// or annotations are not strings (JSON libraries name the map, not the
+// key), and the alertname when it can still be read.
+func badAlert(i int, raw []byte, v any, err error) Rejection {
+	r := Rejection{Index: i, Reason: decodeReason(raw, v, err)}
 	var loose struct {
 		Labels      map[string]any `json:"labels"`
 		Annotations map[string]any `json:"annotations"`
@@ -143,7 +144,7 @@ func newAlertBatch(h *amHeader, n int) *Batch {
 
 // addAlert appends alert i of the batch as a signal or as a rejection.
 func (d *Decoder) addAlert(b *Batch, h *amHeader, i int, a *amAlert, received time.Time) {
-	s, reason := alertSignal(h, a)
+	s, reason := alertSignal(SourceAlertmanager, h, a)
 	if reason == "" {
 		reason = d.finish(&s, received)
 	}
@@ -154,7 +155,8 @@ func (d *Decoder) addAlert(b *Batch, h *amHeader, i int, a *amAlert, received ti
 	b.Signals = append(b.Signals, s)
 }
 
-func alertSignal(h *amHeader, a *amAlert) (Signal, string) {
+// alertSignal maps an alert of an Alertmanager-shaped webhook from src.
+func alertSignal(src Source, h *amHeader, a *amAlert) (Signal, string) {
 	status := a.Status
 	if status == "" {
 		status = h.Status
@@ -171,7 +173,7 @@ func alertSignal(h *amHeader, a *amAlert) (Signal, string) {
 	sev, _ := ParseSeverity(a.Labels["severity"])
 	t := TargetFromLabels(a.Labels)
 	s := Signal{
-		Source:               SourceAlertmanager,
+		Source:               src,
 		Name:                 a.Labels["alertname"],
 		Status:               st,
 		Severity:             sev,
@@ -196,6 +198,6 @@ func alertSignal(h *amHeader, a *amAlert) (Signal, string) {
 	if identity == "" {
 		identity = labelSetHash(a.Labels)
 	}
-	s.ID = idKey(string(SourceAlertmanager), identity, string(st), timeKey(s.StartsAt), timeKey(s.EndsAt))
+	s.ID = idKey(string(src), identity, string(st), timeKey(s.StartsAt), timeKey(s.EndsAt))
 	return s, ""
 }

@@ -49,6 +49,29 @@ func FuzzDecodeAlertmanager(f *testing.F) {
 	})
 }
 
+func FuzzDecodeGrafana(f *testing.F) {
+	addSeeds(f,
+		`{"version":"1","orgId":2,"state":"alerting","alerts":[{"status":"firing","labels":{"alertname":"A","pod":"p","namespace":"n"},"annotations":{"values":"x"},"startsAt":"2021-10-12T09:51:03.157076+02:00","endsAt":"0001-01-01T00:00:00Z","fingerprint":"c6eadffa33fcdf37","silenceURL":"s","dashboardURL":"","panelURL":"p","imageURL":"i","values":{"B":44.23943737541908,"C":1e308}}]}`,
+		`{"alerts":[{"status":"firing","labels":{"alertname":"TestAlert","instance":"Grafana"}},{"status":"resolved","labels":{"alertname":"B"},"values":null},null,{"values":{"A":"x"}}]}`,
+	)
+	d := newTestDecoder(f)
+	fp := MustFingerprinter(DefaultFingerprintFields)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		b, err := d.DecodeGrafana(body)
+		if err != nil {
+			require.ErrorIs(t, err, ErrInvalidPayload)
+			require.Nil(t, b)
+			return
+		}
+		var w struct {
+			Alerts []json.RawMessage `json:"alerts"`
+		}
+		require.NoError(t, json.Unmarshal(body, &w), "an accepted body is valid JSON")
+		require.Equal(t, len(w.Alerts), len(b.Signals)+len(b.Rejected)+b.Ignored, "every alert is accounted for")
+		checkBatch(t, fp, b)
+	})
+}
+
 func FuzzDecodeKubernetesEvents(f *testing.F) {
 	addSeeds(f,
 		`{"kind":"Event","apiVersion":"v1","metadata":{"name":"e.1","namespace":"payments","uid":"u1"},"involvedObject":{"kind":"Pod","namespace":"payments","name":"api-1"},"reason":"BackOff","message":"m","source":{"component":"kubelet","host":"h"},"firstTimestamp":"2025-03-14T09:19:02Z","lastTimestamp":"2025-03-14T09:31:44Z","count":14,"type":"Warning"}`,

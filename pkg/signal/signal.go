@@ -1,5 +1,5 @@
 // Package signal defines stormweir's normalized signal, the one shape every
-// source (Alertmanager webhooks, Kubernetes events) is decoded into before it
+// source (Alertmanager and Grafana webhooks, Kubernetes events) is decoded into before it
 // is published on the bus, and the fingerprint and idempotency key that
 // identify it end to end.
 package signal
@@ -15,6 +15,8 @@ type Source string
 const (
 	SourceAlertmanager    Source = "alertmanager"
 	SourceKubernetesEvent Source = "kubernetes-event"
+	// SourceGrafana is Grafana-managed alerting's webhook contact point.
+	SourceGrafana Source = "grafana"
 )
 
 // Status is the firing state a signal reports.

@@ -34,7 +34,7 @@ const (
 type Severity string
 
 // Source is where a signal came from.
-// +kubebuilder:validation:Enum=alertmanager;kubernetes-event
+// +kubebuilder:validation:Enum=alertmanager;kubernetes-event;grafana
 type Source string
 
 // SignalState is whether the incident's signal still fires.
