@@ -16,6 +16,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/redrive"
+	"github.com/stormweir/stormweir/pkg/review"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
@@ -150,4 +151,59 @@ func TestRedriver_refusesBadOptions(t *testing.T) {
 		_, err := redrive.New(context.Background(), conn.JS, o)
 		assert.EqualError(t, err, want)
 	}
+}
+
+// TestSelect_likeReplay: the signals a re-drive takes from a pipeline
+// that ran, selected by time, labels, fingerprint and incident.
+func TestSelect_likeReplay(t *testing.T) {
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	cfg := testenv.Config(n.URL)
+	conn, err := bus.Connect(cfg.Bus, "redrive-test", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(conn.Close)
+	require.NoError(t, bus.EnsureStreams(ctx, conn.JS, cfg.Bus))
+	staging(t, cfg)
+	subj := bus.NewSubjects(cfg.Bus.Prefix)
+
+	sigs := signals(t, cfg.Bus.Prefix, 3)
+	pub := bus.NewPublisher(conn.JS, time.Second)
+	t.Cleanup(pub.Close)
+	for _, s := range sigs {
+		_, err := pub.Publish(ctx, bus.Output{Subject: s.subject, Data: s.data, MsgID: s.header.Get(jetstream.MsgIDHeader), Header: s.header})
+		require.NoError(t, err)
+	}
+	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamSignals), app.Deduper, 10*time.Second)
+	opened := testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.DedupNew())
+	require.Len(t, opened, 3)
+	api1 := opened[1].Header.Get(bus.HeaderIncident)
+	require.NotEmpty(t, api1)
+
+	selected := func(sel review.Selector) ([]string, error) {
+		var out []string
+		err := redrive.Select(ctx, conn.JS, cfg.Bus.Prefix, sel, func(r *redrive.Recorded) error {
+			out = append(out, r.Header.Get(bus.HeaderFingerprint))
+			return nil
+		})
+		return out, err
+	}
+	pod1, err := review.ParseMatchers(`pod="api-1"`)
+	require.NoError(t, err)
+	for name, tc := range map[string]struct {
+		sel  review.Selector
+		want []string
+	}{
+		"everything":    {review.Selector{}, []string{"fp-api-0", "fp-api-1", "fp-api-2"}},
+		"labels":        {review.Selector{Matchers: pod1}, []string{"fp-api-1"}},
+		"a fingerprint": {review.Selector{Fingerprint: "fp-api-2"}, []string{"fp-api-2"}},
+		"an incident":   {review.Selector{Incident: api1}, []string{"fp-api-1"}},
+	} {
+		got, err := selected(tc.sel)
+		require.NoError(t, err, name)
+		assert.Equal(t, tc.want, got, name)
+	}
+	_, err = selected(review.Selector{Since: time.Now().Add(time.Hour)})
+	assert.ErrorIs(t, err, redrive.ErrNothingSelected)
+	_, err = selected(review.Selector{Incident: "i-unknown"})
+	assert.EqualError(t, err, "no decision of incident or storm i-unknown is recorded in "+subj.StreamName(bus.StreamIncidents))
 }
