@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 	if sink == app.Writer {
 		out, err = a.Writer(ctx)
 	} else {
-		out, err = NewPrinter(ctx, a.Process, o.Out)
+		out, err = NewPrinter(ctx, a.Process, o.Out, a.Clock())
 	}
 	if err != nil {
 		return err

@@ -89,6 +89,12 @@ func (r *running) postExample(t *testing.T) int {
 	t.Helper()
 	body, err := os.ReadFile("../../examples/alertmanager-webhook.json")
 	require.NoError(t, err)
+	return r.post(t, body)
+}
+
+// post posts an Alertmanager webhook body and returns the status code.
+func (r *running) post(t *testing.T, body []byte) int {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, r.base+"/api/v1/signals/alertmanager", bytes.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+r.token)
@@ -123,13 +129,34 @@ func (r *running) stop(t *testing.T) error {
 func TestRun_postedAlertBecomesOneRequest(t *testing.T) {
 	r := startRun(t)
 	require.Equal(t, http.StatusAccepted, r.postExample(t))
-	r.waitPrinted(t, "new: state=firing occurrences=1")
+	r.waitPrinted(t, "kind: RemediationRequest")
 	require.Equal(t, http.StatusAccepted, r.postExample(t), "a retried webhook is accepted")
 
 	s := r.out.String()
+	// The create carries the incident's status, as the writer's does; the
+	// namespace "payments" matches no environment pattern (README,
+	// "Environment and priority").
+	assert.Contains(t, s, "observedRevision: 1")
+	assert.Contains(t, s, "environment: unknown")
+	assert.Contains(t, s, "priority: P2")
 	assert.Equal(t, 1, strings.Count(s, "kind: RemediationRequest"), s)
 	assert.Contains(t, s, "name: KubePodCrashLooping")
 	assert.Contains(t, s, "namespace: payments")
 	assert.Contains(t, s, "severity: critical")
+	assert.NoError(t, r.stop(t))
+}
+
+// A signal whose namespace cannot exist is printed in the fallback
+// namespace, with its origin kept, exactly as the writer would create it.
+func TestRun_printsTheFallbackNamespace(t *testing.T) {
+	r := startRun(t)
+	body := []byte(`{"version":"4","status":"firing","alerts":[{"status":"firing",
+		"labels":{"alertname":"TeamAlert","namespace":"Team_Payments.Prod","severity":"warning"},
+		"annotations":{"summary":"team alert"},"startsAt":"2026-11-26T09:21:37Z"}]}`)
+	require.Equal(t, http.StatusAccepted, r.post(t, body))
+	r.waitPrinted(t, "kind: RemediationRequest")
+	s := r.out.String()
+	assert.Contains(t, s, "\n  namespace: stormweir-system\nspec:", "metadata.namespace")
+	assert.Contains(t, s, "stormweir.io/origin-namespace: Team_Payments.Prod")
 	assert.NoError(t, r.stop(t))
 }

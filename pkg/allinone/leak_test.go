@@ -15,7 +15,7 @@ func TestRun_leavesNoGoroutine(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	r := startRun(t)
 	require.Equal(t, http.StatusAccepted, r.postExample(t))
-	r.waitPrinted(t, "new: state=firing occurrences=1")
+	r.waitPrinted(t, "kind: RemediationRequest")
 	require.NoError(t, r.stop(t))
 	goleak.VerifyNone(t, ignore)
 }
