@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/stormweir/stormweir/pkg/allinone"
 	"github.com/stormweir/stormweir/pkg/cli"
+	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 )
 
@@ -18,11 +21,11 @@ import (
 // against a receiver, and a report.
 func newLoadgenCommand() *cobra.Command {
 	var (
-		c           loadgen.Config
-		tokenFile   string
-		seed        uint64
-		asJSON      bool
-		printConfig bool
+		c         loadgen.Config
+		tokenFile string
+		seed      uint64
+		asJSON    bool
+		cf        *cli.ConfigFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "loadgen [flags]",
@@ -30,7 +33,11 @@ func newLoadgenCommand() *cobra.Command {
 		Long: `Post realistic Alertmanager webhooks to a receiver: a share of repeats of
 incidents already sent (--duplicates), optionally one storm (--storm), at a
 given rate or as fast as the receiver answers. The report gives what was
-accepted and the request latencies.`,
+accepted, the request latencies, and what the pipeline will make of it:
+how many incidents stay individual requests and how many the storm
+thresholds fold into storm requests. The thresholds are the pipeline's
+configuration, read as 'stormweir run' reads it (--config, STORMWEIR_*,
+--set aggregator.rate_threshold=20).`,
 		Example: `  stormweir loadgen --token-file data/token --alerts 20000
   stormweir loadgen --token-file data/token --storm 0.5 --json`,
 		Args: cli.NoArgs,
@@ -46,13 +53,28 @@ accepted and the request latencies.`,
 				}
 				c.Token = strings.TrimSpace(string(b))
 			}
-			if printConfig {
-				return printLoadgenConfig(cmd, c, tokenFile)
+			pipeline, err := cf.Load()
+			if err != nil {
+				return err
 			}
-			return runLoadgen(cmd, c, asJSON)
+			if cf.PrintConfig() {
+				return printLoadgenConfig(cmd, c, tokenFile, pipeline.Aggregator)
+			}
+			return runLoadgen(cmd, c, asJSON, pipeline.Aggregator)
 		},
 	}
+	// The pipeline's configuration, for its storm thresholds: only the
+	// file and --set are meaningful here, so the other shortcuts stay out
+	// of the help.
+	cf = cli.AddConfig(cmd, allinone.Defaults)
 	f := cmd.Flags()
+	f.VisitAll(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "config", "set", "print-config":
+		default:
+			_ = f.MarkHidden(fl.Name)
+		}
+	})
 	f.StringVar(&c.URL, "url", "http://127.0.0.1:8080/api/v1/signals/alertmanager", "receiver Alertmanager endpoint")
 	f.StringVar(&c.Token, "token", os.Getenv("STORMWEIR_TOKEN"), "bearer token (default $STORMWEIR_TOKEN)")
 	f.StringVar(&tokenFile, "token-file", "", "read the bearer token from this file")
@@ -64,15 +86,15 @@ accepted and the request latencies.`,
 	f.Float64Var(&c.StormRatio, "storm", 0.0, "share of new incidents belonging to one storm")
 	f.Uint64Var(&seed, "seed", 0, "random seed, for a repeatable load (default: from the clock)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.BoolVar(&printConfig, "print-config", false, "print the effective settings (token redacted) and exit")
 	// The token on the command line is visible to every user of the
 	// machine; the flag stays for scripts but the help steers to the file.
 	_ = f.MarkHidden("token")
 	return cmd
 }
 
-// printLoadgenConfig prints loadgen's effective settings.
-func printLoadgenConfig(cmd *cobra.Command, c loadgen.Config, tokenFile string) error {
+// printLoadgenConfig prints loadgen's effective settings and the storm
+// thresholds its expectation uses.
+func printLoadgenConfig(cmd *cobra.Command, c loadgen.Config, tokenFile string, agg config.Aggregator) error {
 	token := ""
 	if c.Token != "" {
 		token = "<redacted>"
@@ -81,6 +103,7 @@ func printLoadgenConfig(cmd *cobra.Command, c loadgen.Config, tokenFile string) 
 		"url": c.URL, "token": token, "token_file": tokenFile, "alerts": c.Alerts,
 		"batch": c.BatchSize, "rate": c.Rate, "concurrency": c.Concurrency,
 		"duplicates": c.DuplicateRatio, "storm": c.StormRatio, "seed": c.Seed,
+		"aggregator": agg,
 	})
 	if err != nil {
 		return err
@@ -90,19 +113,22 @@ func printLoadgenConfig(cmd *cobra.Command, c loadgen.Config, tokenFile string) 
 }
 
 // runLoadgen sends the load and prints the report.
-func runLoadgen(cmd *cobra.Command, c loadgen.Config, asJSON bool) error {
+func runLoadgen(cmd *cobra.Command, c loadgen.Config, asJSON bool, agg config.Aggregator) error {
 	ctx, stop := cli.SignalContext(cmd)
 	defer stop()
 	out := cmd.OutOrStdout()
 	rep, err := loadgen.Run(ctx, c, cmd.ErrOrStderr())
 	if asJSON {
-		_ = json.NewEncoder(out).Encode(rep)
+		_ = json.NewEncoder(out).Encode(struct {
+			loadgen.Report
+			Outcome loadgen.Outcome `json:"outcome"`
+		}{rep, rep.Expected.Outcome(agg)})
 	} else {
 		fmt.Fprintf(out, "requests %d, alerts %d: accepted %d (%d duplicates absorbed), rejected %d, errors %d\n",
 			rep.Requests, rep.Alerts, rep.Accepted, rep.Duplicates, rep.Rejected, rep.Errors)
 		fmt.Fprintf(out, "%.0f alerts/s accepted over %s; request latency p50 %s, p99 %s, max %s\n",
 			rep.AcceptedPerSec, rep.Elapsed.Round(time.Millisecond), rep.P50, rep.P99, rep.Max)
-		fmt.Fprintf(out, "expected: %d incidents (%d in the storm)\n", rep.Expected.Incidents, rep.Expected.StormIncidents)
+		fmt.Fprintln(out, rep.Expected.Summary(agg))
 	}
 	if err != nil {
 		return err

@@ -125,4 +125,9 @@ func TestStormweir_loadgenPrintConfig(t *testing.T) {
 	assert.Contains(t, out, "seed: 7\n")
 	assert.Contains(t, out, "token: <redacted>\n")
 	assert.NotContains(t, out, "secret-token")
+	assert.Contains(t, out, "rate_threshold: 10\n", "the storm thresholds its expectation uses")
+
+	code, out, _ = execute(t, "loadgen", "--print-config", "--set", "aggregator.rate_threshold=20")
+	require.Equal(t, cli.ExitOK, code)
+	assert.Contains(t, out, "rate_threshold: 20\n")
 }

@@ -80,6 +80,8 @@ type Expected struct {
 	StormIncidents int `json:"stormIncidents"`
 	// Occurrences maps a pod ("namespace/pod") to how often it was sent.
 	Occurrences map[string]int `json:"-"`
+	// order are the new incidents in sending order, for Outcome.
+	order []pod
 }
 
 // StormAlertname and StormNamespace name the storm a load contains.
@@ -134,6 +136,7 @@ func plan(cfg Config, emit func(Alert)) Expected {
 			}
 			pods = append(pods, p)
 			exp.Incidents++
+			exp.order = append(exp.order, p)
 		}
 		// A distinct delivery: Alertmanager would send a later startsAt
 		// after the alert resolved and fired again.

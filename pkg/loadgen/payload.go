@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -34,8 +35,27 @@ type Alert struct {
 	Fingerprint  string            `json:"fingerprint"`
 }
 
+// alertTexts are the annotations and expression of each alertname a load
+// sends, as the kube-prometheus rules word them, so an alert says what its
+// name says.
+var alertTexts = map[string]struct{ summary, description, runbook, expr string }{
+	"KubePodCrashLooping": {
+		summary:     "Pod is crash looping.",
+		description: "Pod %s/%s (app) is in waiting state (reason: \"CrashLoopBackOff\").",
+		runbook:     "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
+		expr:        "kube_pod_container_status_waiting_reason%7Breason%3D%22CrashLoopBackOff%22%7D",
+	},
+	"KubeContainerOOMKilled": {
+		summary:     "Container was OOM killed.",
+		description: "Container app in pod %s/%s was killed for exceeding its memory limit (reason: \"OOMKilled\").",
+		expr:        "kube_pod_container_status_last_terminated_reason%7Breason%3D%22OOMKilled%22%7D",
+	},
+}
+
 // PodAlert returns a firing kube-state-metrics style alert for one pod,
-// with the labels and annotations a real KubePodCrashLooping carries.
+// with the labels and annotations a real one of that alertname carries
+// (an alertname with a "-N" suffix, as MaxPerScope makes, reads as its
+// base name).
 func PodAlert(name, namespace, pod string, startsAt time.Time) Alert {
 	labels := map[string]string{
 		"alertname":  name,
@@ -47,16 +67,27 @@ func PodAlert(name, namespace, pod string, startsAt time.Time) Alert {
 		"severity":   "warning",
 		"cluster":    "prod-eu-1",
 	}
+	base, _, _ := strings.Cut(name, "-")
+	txt, ok := alertTexts[base]
+	if !ok {
+		txt = alertTexts["KubePodCrashLooping"]
+		txt.summary = base + " is firing."
+		txt.description = base + " is firing for pod %s/%s."
+		txt.runbook = ""
+	}
+	ann := map[string]string{
+		"summary":     txt.summary,
+		"description": fmt.Sprintf(txt.description, namespace, pod),
+	}
+	if txt.runbook != "" {
+		ann["runbook_url"] = txt.runbook
+	}
 	return Alert{
-		Status: "firing",
-		Labels: labels,
-		Annotations: map[string]string{
-			"summary":     "Pod is crash looping.",
-			"description": fmt.Sprintf("Pod %s/%s (app) is in waiting state (reason: \"CrashLoopBackOff\").", namespace, pod),
-			"runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
-		},
+		Status:       "firing",
+		Labels:       labels,
+		Annotations:  ann,
 		StartsAt:     startsAt.UTC(),
-		GeneratorURL: "http://prometheus-k8s-0:9090/graph?g0.expr=kube_pod_container_status_waiting_reason%7Breason%3D%22CrashLoopBackOff%22%7D",
+		GeneratorURL: "http://prometheus-k8s-0:9090/graph?g0.expr=" + txt.expr,
 		Fingerprint:  fingerprintOf(labels),
 	}
 }
@@ -69,12 +100,25 @@ func NewWebhook(alerts ...Alert) Webhook {
 			status = "firing"
 		}
 	}
+	// Grouped by alertname, as a route with group_by: [alertname] sends
+	// them; a batch mixing alertnames names none.
+	group := map[string]string{}
+	if len(alerts) > 0 {
+		name := alerts[0].Labels["alertname"]
+		if !slices.ContainsFunc(alerts, func(a Alert) bool { return a.Labels["alertname"] != name }) {
+			group["alertname"] = name
+		}
+	}
+	key := `{}/{severity=~"warning|critical"}:{}`
+	if n, ok := group["alertname"]; ok {
+		key = fmt.Sprintf(`{}/{severity=~"warning|critical"}:{alertname=%q}`, n)
+	}
 	return Webhook{
 		Version:           "4",
-		GroupKey:          `{}/{severity=~"warning|critical"}:{alertname="KubePodCrashLooping"}`,
+		GroupKey:          key,
 		Status:            status,
 		Receiver:          "stormweir",
-		GroupLabels:       map[string]string{"alertname": "KubePodCrashLooping"},
+		GroupLabels:       group,
 		CommonLabels:      map[string]string{"job": "kube-state-metrics"},
 		CommonAnnotations: map[string]string{},
 		ExternalURL:       "http://alertmanager-main-0:9093",
