@@ -69,7 +69,7 @@ func (d *Decoder) DecodeAlertmanager(body []byte) (*Batch, error) {
 func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 	var w amWebhookRaw
 	if err := unmarshal(body, &w); err != nil {
-		return nil, fmt.Errorf("%w: alertmanager webhook: %s", ErrInvalidPayload, decodeReason(body, &amWebhookRaw{}, err))
+		return nil, fmt.Errorf("%w: alertmanager webhook: %s", ErrInvalidPayload, decodeReason("", body, &amWebhookRaw{}, err))
 	}
 	if err := checkHeader(&w.amHeader, w.Alerts == nil); err != nil {
 		return nil, err
@@ -88,11 +88,12 @@ func (d *Decoder) decodeAlertmanagerItems(body []byte) (*Batch, error) {
 }
 
 // badAlert explains an alert that failed to decode into v, a pointer to a
-// zero alert of the source's type: the JSON library's reason, which labels
-// or annotations are not strings (JSON libraries name the map, not the
-// key), and the alertname when it can still be read.
+// zero alert of the source's type: the JSON library's reason with the
+// alert's place in the body, which labels or annotations are not strings
+// (JSON libraries name the map, not the key), and the alertname when it
+// can still be read.
 func badAlert(i int, raw []byte, v any, err error) Rejection {
-	r := Rejection{Index: i, Reason: decodeReason(raw, v, err)}
+	r := Rejection{Index: i, Reason: decodeReason(fmt.Sprintf("alerts[%d]", i), raw, v, err)}
 	var loose struct {
 		Labels      map[string]any `json:"labels"`
 		Annotations map[string]any `json:"annotations"`

@@ -419,3 +419,29 @@ func TestDecoder_alertmanagerLargeBatch(t *testing.T) {
 	}
 	assert.Len(t, ids, n, "every alert has its own ID")
 }
+
+// A malformed item is explained in the sender's words, with its place in
+// the body, not in Go type names.
+func TestDecodeAlertmanager_reasonsInTheSendersWords(t *testing.T) {
+	d := NewDecoder(MustFingerprinter(DefaultFingerprintFields), nil)
+	good := `{"status":"firing","labels":{"alertname":"A","namespace":"n"},"startsAt":"2026-11-26T09:21:37Z"}`
+	cases := map[string]struct{ alert, want string }{
+		"not an object":   {`"just text"`, "alerts[1]: expected an object, got a string"},
+		"label a number":  {`{"labels":{"alertname":"A","replicas":3}}`, `alerts[1].labels: expected a string, got a number (not a string: label "replicas")`},
+		"labels an array": {`{"labels":["a"]}`, "alerts[1].labels: expected an object, got an array"},
+		"bad time":        {`{"labels":{"alertname":"A"},"startsAt":"yesterday"}`, `alerts[1]: time "yesterday" is neither RFC 3339 nor Go's time format`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			b, err := d.DecodeAlertmanager([]byte(`{"version":"4","status":"firing","alerts":[` + good + `,` + tc.alert + `]}`))
+			require.NoError(t, err)
+			require.Len(t, b.Rejected, 1)
+			assert.Equal(t, 1, b.Rejected[0].Index)
+			assert.True(t, strings.HasPrefix(b.Rejected[0].Reason, tc.want), "reason: %s", b.Rejected[0].Reason)
+			assert.NotContains(t, b.Rejected[0].Reason, "signal.")
+		})
+	}
+	_, err := d.DecodeAlertmanager([]byte(`{"version":"4","alerts":{"a":1}}`))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "alerts: expected an array, got an object")
+}

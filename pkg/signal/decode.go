@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -161,25 +162,101 @@ func clip(b []byte) string {
 	return string(b[:n]) + "..."
 }
 
-// decodeReason explains why data did not decode into v, a pointer to a
-// zero value of the type that failed. The reason comes from encoding/json,
-// whose type errors name the field, so what a sender reads does not depend
-// on the library chosen in codec.go; only the error path pays for the
-// second decode. When encoding/json accepts what the library refused (the library
-// is stricter), the library's own error is the reason.
-func decodeReason(data []byte, v any, err error) string {
+// decodeReason explains why data, found at path in the request ("" for
+// the whole body, "alerts[3]" for an item), did not decode into v, a
+// pointer to a zero value of the type that failed, in the sender's words:
+// "alerts[3]: expected an object, got a string",
+// "alerts[0].labels.severity: expected a string, got a number". The reason
+// comes from encoding/json, whose type errors name the field, so what a
+// sender reads does not depend on the library chosen in codec.go; only the
+// error path pays for the second decode. When encoding/json accepts what
+// the library refused (the library is stricter), the library's own error
+// is the reason.
+func decodeReason(path string, data []byte, v any, err error) string {
 	if stdErr := json.Unmarshal(data, v); stdErr != nil {
 		err = stdErr
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		if te.Field != "" {
-			return fmt.Sprintf("field %q: expected %s, got %s", te.Field, te.Type, te.Value)
+		where := joinPath(path, te.Field)
+		reason := fmt.Sprintf("expected %s, got %s", jsonKind(te.Type), jsonValue(te.Value))
+		if where == "" {
+			return reason
 		}
-		return fmt.Sprintf("expected %s, got %s", te.Type, te.Value)
+		return where + ": " + reason
 	}
 	msg, _, _ := strings.Cut(err.Error(), "\n")
-	return clip([]byte(msg))
+	// A time or count that failed its own parsing already says what it
+	// wanted; encoding/json prefixes it with Go type names.
+	msg = clip([]byte(strings.TrimPrefix(msg, "json: ")))
+	if path != "" {
+		msg = path + ": " + msg
+	}
+	return msg
+}
+
+// joinPath appends encoding/json's dotted field path to the item's path.
+func joinPath(path, field string) string {
+	switch {
+	case field == "":
+		return path
+	case path == "":
+		return field
+	}
+	return path + "." + field
+}
+
+// jsonKind names what a Go type is written as in JSON.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t {
+	case reflect.TypeFor[flexTime](), reflect.TypeFor[time.Time]():
+		return "a time (RFC 3339)"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 && t.Kind() == reflect.Slice {
+			return "a JSON value"
+		}
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "a whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another type"
+}
+
+// jsonValue names the JSON value encoding/json found ("string", "number",
+// "number 1.5", "object", "array", "bool").
+func jsonValue(v string) string {
+	kind, rest, _ := strings.Cut(v, " ")
+	switch kind {
+	case "string":
+		return "a string"
+	case "number":
+		if rest != "" {
+			return "the number " + clip([]byte(rest))
+		}
+		return "a number"
+	case "object":
+		return "an object"
+	case "array":
+		return "an array"
+	case "bool":
+		return "true or false"
+	}
+	return clip([]byte(v))
 }
 
 // rawItems splits a JSON array into its elements without decoding them, so

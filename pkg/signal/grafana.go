@@ -71,7 +71,7 @@ func (d *Decoder) DecodeGrafana(body []byte) (*Batch, error) {
 	}
 	var w2 grafanaWebhookRaw
 	if err := unmarshal(body, &w2); err != nil {
-		return nil, fmt.Errorf("%w: grafana webhook: %s", ErrInvalidPayload, decodeReason(body, &grafanaWebhookRaw{}, err))
+		return nil, fmt.Errorf("%w: grafana webhook: %s", ErrInvalidPayload, decodeReason("", body, &grafanaWebhookRaw{}, err))
 	}
 	if err := checkGrafanaHeader(&w2.grafanaHeader, w2.Alerts == nil); err != nil {
 		return nil, err

@@ -123,19 +123,22 @@ func (d *Decoder) DecodeKubernetesEvents(body []byte) (*Batch, error) {
 
 func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 	var items rawItems
+	// where an item is in the body: "[3]" of an array, "items[3]" of an
+	// EventList, nothing for a single event.
+	where := "[%d]"
 	if body[0] == '[' {
 		if err := unmarshal(body, &items); err != nil {
-			return nil, fmt.Errorf("%w: event list: %s", ErrInvalidPayload, decodeReason(body, &rawItems{}, err))
+			return nil, fmt.Errorf("%w: event list: %s", ErrInvalidPayload, decodeReason("", body, &rawItems{}, err))
 		}
 	} else {
 		var l kubeList
 		if err := unmarshal(body, &l); err != nil {
-			return nil, fmt.Errorf("%w: kubernetes event: %s", ErrInvalidPayload, decodeReason(body, &kubeList{}, err))
+			return nil, fmt.Errorf("%w: kubernetes event: %s", ErrInvalidPayload, decodeReason("", body, &kubeList{}, err))
 		}
 		if isEventList(l.Kind, l.Items != nil) {
-			items = l.Items
+			items, where = l.Items, "items[%d]"
 		} else {
-			items = rawItems{body}
+			items, where = rawItems{body}, ""
 		}
 	}
 	received := d.now().UTC()
@@ -143,7 +146,11 @@ func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 	for i, raw := range items {
 		var e kubeEvent
 		if err := unmarshal(raw, &e); err != nil {
-			b.Rejected = append(b.Rejected, Rejection{Index: i, Reason: decodeReason(raw, &kubeEvent{}, err)})
+			path := ""
+			if where != "" {
+				path = fmt.Sprintf(where, i)
+			}
+			b.Rejected = append(b.Rejected, Rejection{Index: i, Reason: decodeReason(path, raw, &kubeEvent{}, err)})
 			continue
 		}
 		d.addEvent(b, i, &e, received)
