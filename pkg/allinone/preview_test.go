@@ -1,4 +1,4 @@
-package writer_test
+package allinone_test
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func newPreview(t testing.TB) *writer.Preview {
 	return p
 }
 
-// The request is placed where the writer places it: the target's
+// The sink places a request where the writer places it: the target's
 // namespace first, then the signal's, and the fallback namespace, with
 // the origin kept, for one that cannot exist.
 func TestPreview_placesLikeTheWriter(t *testing.T) {
@@ -48,7 +48,7 @@ func TestPreview_placesLikeTheWriter(t *testing.T) {
 		"signal namespace":    {signal.Signal{Name: "A", Namespace: "payments-prod"}, "payments-prod", "", "production"},
 		"target first":        {signal.Signal{Name: "A", Namespace: "monitoring", Target: signal.Target{Kind: "Pod", Name: "p", Namespace: "shop"}}, "shop", "", ""},
 		"invalid namespace":   {signal.Signal{Name: "A", Namespace: "Team_Payments.Prod"}, "stormweir-system", "Team_Payments.Prod", ""},
-		"too long namespace":  {signal.Signal{Name: "A", Namespace: "n" + string(make([]byte, 0)) + "0123456789012345678901234567890123456789012345678901234567890123"}, "stormweir-system", "n0123456789012345678901234567890123456789012345678901234567890123", ""},
+		"too long namespace":  {signal.Signal{Name: "A", Namespace: "n0123456789012345678901234567890123456789012345678901234567890123"}, "stormweir-system", "n0123456789012345678901234567890123456789012345678901234567890123", ""},
 		"no namespace at all": {signal.Signal{Name: "A"}, "stormweir-system", "", ""},
 	}
 	for name, tc := range cases {
