@@ -40,6 +40,10 @@ type Options struct {
 	// Ready, when not nil, is called with the receiver's address once
 	// every stage is wired.
 	Ready func(receiverAddr string)
+	// MetricsReady, when not nil, is called with the address of the
+	// worker.listen health and metrics listener before Ready, when there
+	// is one.
+	MetricsReady func(addr string)
 }
 
 // Defaults are the configuration defaults of `stormweir run`: those of
@@ -152,6 +156,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		}
 		stages = append(stages, hs)
 		attrs = append(attrs, "metrics", hs.Addr())
+		if o.MetricsReady != nil {
+			o.MetricsReady(hs.Addr())
+		}
 	}
 	log.Info("stormweir running", attrs...)
 	if o.Ready != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/allinone"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/writer"
 )
 
 // syncBuffer is a bytes.Buffer safe for the printer and the test at once.
@@ -52,6 +53,12 @@ type running struct {
 // of the test's own, and waits until it is ready.
 func startRun(t *testing.T) *running {
 	t.Helper()
+	return startRunWith(t, func(*config.Config) {})
+}
+
+// startRunWith is startRun with the configuration changed by edit.
+func startRunWith(t *testing.T, edit func(*config.Config), opts ...func(*allinone.Options)) *running {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.AllInOne.DataDir = dir
@@ -59,15 +66,18 @@ func startRun(t *testing.T) *running {
 	cfg.Receiver.Listen = "127.0.0.1:0"
 	cfg.Worker.DrainTimeout = 2 * time.Second
 	cfg.Receiver.ShutdownTimeout = 2 * time.Second
+	edit(&cfg)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{out: &syncBuffer{}, client: &http.Client{Transport: &http.Transport{}}, cancel: cancel, done: make(chan error, 1)}
 	t.Cleanup(cancel)
 	addr := make(chan string, 1)
+	o := allinone.Options{Out: r.out, Ready: func(a string) { addr <- a }}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	go func() {
-		r.done <- allinone.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), allinone.Options{
-			Out: r.out, Ready: func(a string) { addr <- a },
-		})
+		r.done <- allinone.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), o)
 	}()
 	select {
 	case a := <-addr:
@@ -159,4 +169,33 @@ func TestRun_printsTheFallbackNamespace(t *testing.T) {
 	assert.Contains(t, s, "\n  namespace: stormweir-system\nspec:", "metadata.namespace")
 	assert.Contains(t, s, "stormweir.io/origin-namespace: Team_Payments.Prod")
 	assert.NoError(t, r.stop(t))
+}
+
+// --metrics-listen (worker.listen) gives the metrics a listener of their
+// own; the receiver's keeps serving them too.
+func TestRun_metricsListen(t *testing.T) {
+	metrics := make(chan string, 1)
+	r := startRunWith(t, func(c *config.Config) { c.Worker.Listen = "127.0.0.1:0" },
+		func(o *allinone.Options) { o.MetricsReady = func(a string) { metrics <- a } })
+	m := <-metrics
+	for _, base := range []string{"http://" + m, r.base} {
+		resp, err := r.client.Get(base + "/metrics")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, base)
+		assert.Contains(t, string(b), "stormweir_build_info", base)
+	}
+	assert.NoError(t, r.stop(t))
+}
+
+// With no cluster configured anywhere, the reason says where stormweir
+// looked, not client-go's KUBERNETES_MASTER hint.
+func TestRestConfig_noClusterInOwnWords(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	_, err := writer.RestConfig(config.Default().Writer)
+	require.ErrorIs(t, err, writer.ErrNoCluster)
+	assert.NotContains(t, err.Error(), "KUBERNETES_MASTER")
 }
