@@ -51,7 +51,7 @@ func TestStormweir_usageMistakesExitTwoWithOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		"no command":       {nil, "stormweir: a command is required: run, loadgen or version\n"},
+		"no command":       {nil, "stormweir: a command is required: "},
 		"unknown command":  {[]string{"rnu"}, "stormweir: unknown command \"rnu\" (did you mean run?)\n"},
 		"unknown flag":     {[]string{"run", "--bogus"}, "stormweir run: unknown flag: --bogus\n"},
 		"argument":         {[]string{"run", "extra"}, "stormweir run: unexpected argument \"extra\" (this command takes flags only)\n"},

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -45,7 +47,13 @@ Start with 'stormweir run': the whole pipeline in one process.
 	})
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
 		if !cf.PrintConfig() {
-			return cli.Usagef("a command is required: run, loadgen or version")
+			var names []string
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() {
+					names = append(names, c.Name())
+				}
+			}
+			return cli.Usagef("a command is required: %s", strings.Join(names, ", "))
 		}
 		cfg, err := cf.Load()
 		if err != nil {
