@@ -2,8 +2,6 @@ package dedup_test
 
 import (
 	"context"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -131,21 +129,10 @@ func TestStage_redisOutOfMemoryWaits(t *testing.T) {
 
 func TestStage_redisClusterFailover(t *testing.T) {
 	const n, fps = 4000, 60
-	nodes := make([]*testenv.RedisServer, 6)
-	addrs := make([]string, len(nodes))
-	for i := range nodes {
-		nodes[i] = testenv.StartRedisServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0")
-		addrs[i] = nodes[i].Addr
-	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	out, err := exec.Command("redis-cli", append(args, "--cluster-replicas", "1", "--cluster-yes")...).CombinedOutput()
-	require.NoError(t, err, "redis-cli --cluster create: %s", out)
-	waitClusterOK(t, addrs, 30*time.Second)
-	waitReplicasInSync(t, addrs, 30*time.Second)
+	rc := testenv.StartRedisCluster(t, 3)
 
 	cfg := config.DefaultRedis()
-	cfg.Mode, cfg.Addrs = "cluster", addrs
+	cfg.Mode, cfg.Addrs = "cluster", rc.Addrs()
 	store := ownStore(t, cfg)
 	p := newPipeline(t)
 	p.start(t, store)
@@ -155,75 +142,13 @@ func TestStage_redisClusterFailover(t *testing.T) {
 	p.publish(t, sigs[:1000]...)
 	p.waitSettled(t, 1000, 30*time.Second)
 	published := p.publishAsync(t, sigs[1000:])
-	time.Sleep(200 * time.Millisecond) // let signals flow, then kill
-	victim := firstMaster(t, nodes)
+	// Kill while the signals after the first 1,000 are being decided.
+	waitFor(t, 30*time.Second, "signals flowing", func() bool { return p.consumer(t).AckFloor.Stream > 1200 })
+	victim := rc.MasterFor("any key")
 	victim.Stop()
 	<-published
 	// A failover takes a few node timeouts (1s here); a minute is slack.
 	p.waitSettled(t, n, time.Minute)
-	waitClusterOK(t, without(addrs, victim.Addr), 30*time.Second)
+	rc.WaitFailover(victim, "any key", 30*time.Second)
 	assertExact(t, p, store, "cluster", n, fps)
-}
-
-// firstMaster returns a node that is a master right now.
-func firstMaster(t testing.TB, nodes []*testenv.RedisServer) *testenv.RedisServer {
-	t.Helper()
-	for _, s := range nodes {
-		c := redis.NewClient(&redis.Options{Addr: s.Addr})
-		info, err := c.Info(context.Background(), "replication").Result()
-		_ = c.Close()
-		require.NoError(t, err)
-		if strings.Contains(info, "role:master") {
-			return s
-		}
-	}
-	t.Fatal("no master in the cluster")
-	return nil
-}
-
-// waitClusterOK waits until every node reports cluster_state:ok.
-func waitClusterOK(t testing.TB, addrs []string, within time.Duration) {
-	t.Helper()
-	waitFor(t, within, "cluster state ok", func() bool {
-		for _, a := range addrs {
-			c := redis.NewClient(&redis.Options{Addr: a})
-			info, err := c.ClusterInfo(context.Background()).Result()
-			_ = c.Close()
-			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// waitReplicasInSync waits until every master has a replica online: before
-// that, a killed master takes its data with it.
-func waitReplicasInSync(t testing.TB, addrs []string, within time.Duration) {
-	t.Helper()
-	waitFor(t, within, "replicas in sync", func() bool {
-		online := 0
-		for _, a := range addrs {
-			c := redis.NewClient(&redis.Options{Addr: a})
-			info, err := c.Info(context.Background(), "replication").Result()
-			_ = c.Close()
-			if err != nil {
-				return false
-			}
-			if strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") {
-				online++
-			}
-		}
-		return online == len(addrs)/2
-	})
-}
-
-func without(addrs []string, drop string) []string {
-	var out []string
-	for _, a := range addrs {
-		if a != drop {
-			out = append(out, a)
-		}
-	}
-	return out
 }

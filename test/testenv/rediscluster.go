@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -78,18 +79,38 @@ func (c *RedisCluster) WaitOK(within time.Duration) {
 // MasterFor returns the running master that serves key now.
 func (c *RedisCluster) MasterFor(key string) *RedisServer {
 	c.t.Helper()
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second})
+	m, err := c.masterFor(key)
+	require.NoError(c.t, err)
+	return m
+}
+
+// WaitFailover waits until a node other than old serves key as master
+// (old's replica took over its slots), then until the cluster is ok. A
+// killed master must not start again before that: it would come back
+// empty and still master of its slots.
+func (c *RedisCluster) WaitFailover(old *RedisServer, key string, within time.Duration) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		m, err := c.masterFor(key)
+		return err == nil && m != old
+	}, within, 50*time.Millisecond, "a replica of %s takes over its slots", old.Addr)
+	c.WaitOK(within)
+}
+
+func (c *RedisCluster) masterFor(key string) (*RedisServer, error) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second, MaxRetries: -1})
 	defer cc.Close()
 	m, err := cc.MasterForKey(context.Background(), key)
-	require.NoError(c.t, err, "the master for %s", key)
+	if err != nil {
+		return nil, fmt.Errorf("the master for %s: %w", key, err)
+	}
 	addr := m.Options().Addr
 	for _, n := range c.Nodes {
 		if n.Addr == addr {
-			return n
+			return n, nil
 		}
 	}
-	c.t.Fatalf("the master for %s is %s, not a node of the cluster", key, addr)
-	return nil
+	return nil, fmt.Errorf("the master for %s is %s, not a node of the cluster", key, addr)
 }
 
 // replicasInSync counts replicas whose link to their master is up.
