@@ -58,7 +58,7 @@ var precursors = config.DefaultAggregator().RateThreshold
 // crashRun runs the crash load on p, calls faults in the test goroutine
 // while it runs, then waits for the pipeline to settle and checks the
 // requests, the DLQ and the load generator's report.
-func crashRun(t *testing.T, p *pipeline.Pipeline, faults func()) {
+func crashRun(t *testing.T, p *pipeline.Pipeline, cfg loadgen.Config, faults func()) {
 	t.Helper()
 	ctx := context.Background()
 	type outcome struct {
@@ -66,7 +66,6 @@ func crashRun(t *testing.T, p *pipeline.Pipeline, faults func()) {
 		err error
 	}
 	done := make(chan outcome, 1)
-	cfg := crashLoad()
 	go func() {
 		rep, err := p.Load(ctx, cfg)
 		done <- outcome{rep, err}
@@ -91,7 +90,13 @@ func crashRun(t *testing.T, p *pipeline.Pipeline, faults func()) {
 	st, err := p.Consumers(ctx)
 	require.NoError(t, err)
 	t.Logf("settled %s after the load: %s; DLQ %d; consumers %+v", time.Since(settle).Round(100*time.Millisecond), res, dlq, st)
-	for _, name := range pipeline.Stages {
+	t.Logf("counts: lost %d, duplicated %d, wrong counts %d, unexpected %d, DLQ %d (%d incidents, %d alerts)",
+		len(res.Lost), len(res.Duplicated), len(res.WrongCount), len(res.Unexpected), dlq, rep.Expected.Incidents, rep.Accepted)
+	for _, name := range p.Names {
+		if p.Procs[name].Pid() == 0 {
+			t.Logf("%s: %d starts, not running", name, p.Procs[name].Starts)
+			continue
+		}
 		m, err := p.Metrics(ctx, name)
 		if assert.NoError(t, err) {
 			t.Logf("%s: %d starts, acks %v, naks %v, dlq %v", name, p.Procs[name].Starts,
@@ -127,7 +132,7 @@ func at(start time.Time, d time.Duration) {
 // are retried by the sender and absorbed by the msg-id.
 func TestPipeline_survivesStageKills(t *testing.T) {
 	p := pipeline.Start(t, pipeline.Options{})
-	crashRun(t, p, func() { killEveryStage(t, p) })
+	crashRun(t, p, crashLoad(), func() { killEveryStage(t, p) })
 }
 
 // TestPipeline_securedSurvivesStageKills is the same on a secured
@@ -137,7 +142,7 @@ func TestPipeline_survivesStageKills(t *testing.T) {
 // is refused anything it does.
 func TestPipeline_securedSurvivesStageKills(t *testing.T) {
 	p := pipeline.Start(t, pipeline.Options{Secured: true})
-	crashRun(t, p, func() { killEveryStage(t, p) })
+	crashRun(t, p, crashLoad(), func() { killEveryStage(t, p) })
 	for _, name := range pipeline.Stages {
 		assert.Empty(t, p.Procs[name].Grep("refused"), "%s: refused operations", name)
 	}
@@ -162,7 +167,7 @@ func killEveryStage(t *testing.T, p *pipeline.Pipeline) {
 // wait.
 func TestPipeline_survivesRedisRestart(t *testing.T) {
 	p := pipeline.Start(t, pipeline.Options{PersistentRedis: true})
-	crashRun(t, p, func() {
+	crashRun(t, p, crashLoad(), func() {
 		start := time.Now()
 		for _, d := range []time.Duration{5 * time.Second, 13 * time.Second} {
 			at(start, d)
@@ -179,7 +184,7 @@ func TestPipeline_survivesRedisRestart(t *testing.T) {
 // recovers streams and consumers from disk.
 func TestPipeline_survivesNATSRestart(t *testing.T) {
 	p := pipeline.Start(t, pipeline.Options{})
-	crashRun(t, p, func() {
+	crashRun(t, p, crashLoad(), func() {
 		start := time.Now()
 		at(start, 6*time.Second)
 		t.Logf("t=%s: kill -9 nats-server", time.Since(start).Round(time.Millisecond))

@@ -52,11 +52,35 @@ type Options struct {
 	// generated for the run. The bus prefix is then "stormweir", the one
 	// accounts.conf names.
 	Secured bool
+	// Replicas sets how many processes of a stage run, by stage name (one
+	// when absent). The first replica of a stage is named after the stage
+	// (Receiver, Deduper, ...), the others "<stage>-2", "<stage>-3", ...
+	// Several receivers sit behind one balancer, as behind a Service.
+	Replicas map[string]int
+	// NATSCluster runs three clustered nats-server processes instead of
+	// one, with every stream (and so every consumer) replicated on all
+	// three (R3); the stages get the three URLs.
+	NATSCluster bool
+	// Redis picks the topology of the pipeline's own Redis: RedisSingle
+	// (one redis-server), RedisSentinel (a master, a replica and three
+	// Sentinels) or RedisCluster (three masters with a replica each).
+	Redis string
 	// Namespaces are created in the API server before the stages start;
 	// the loadgen namespaces, loadgen.StormNamespace and the writer's
 	// fallback namespace are always created.
 	Namespaces []string
 }
+
+// Redis topologies (Options.Redis).
+const (
+	RedisSingle   = ""
+	RedisSentinel = "sentinel"
+	RedisCluster  = "cluster"
+)
+
+// SentinelMaster is the name the Sentinels of a RedisSentinel pipeline
+// monitor their master as.
+const SentinelMaster = "stormweir"
 
 // Pipeline is one running distributed pipeline.
 type Pipeline struct {
@@ -69,23 +93,37 @@ type Pipeline struct {
 	Token string
 	// ReceiverURL is the receiver's base URL.
 	ReceiverURL string
-	// NATSURL is the nats-server client URL (stable across restarts).
+	// NATSURL is the nats-server client URL (stable across restarts;
+	// the three URLs, comma-separated, of a cluster).
 	NATSURL string
-	// NATS is the nats-server process.
+	// NATS is the nats-server process (the first node of a cluster).
 	NATS *Process
-	// Redis is the pipeline's own redis-server.
+	// NATSNodes are the nodes of a cluster (NATS alone otherwise).
+	NATSNodes []*Process
+	// Redis is the pipeline's own redis-server (with RedisSentinel the
+	// first master; with RedisCluster a node of RedisCluster).
 	Redis *testenv.RedisServer
+	// RedisReplica is the master's replica of a RedisSentinel pipeline,
+	// and Sentinels its Sentinels.
+	RedisReplica *testenv.RedisServer
+	Sentinels    []*testenv.RedisServer
+	// RedisCluster is the cluster of a RedisCluster pipeline.
+	RedisCluster *testenv.RedisCluster
 	// API is the Kubernetes API server the writer writes to.
 	API *APIServer
-	// Procs are the stage processes by name (Receiver, Deduper, ...).
+	// Procs are the stage processes by name (Receiver, Deduper, ...;
+	// "<stage>-2" and on for further replicas).
 	Procs map[string]*Process
+	// Names lists Procs' names in start order.
+	Names []string
 	// Bus is the harness's own connection, for consumer state, the DLQ
 	// and JetStream measurements; it reconnects across NATS restarts.
 	Bus *nats.Conn
 	JS  jetstream.JetStream
 
-	tb      testing.TB
-	subj    bus.Subjects
+	tb       testing.TB
+	balancer *balancer
+	subj     bus.Subjects
 	storeJS string
 	http    *http.Client
 	// natsOpts are the harness's own credentials and TLS for NATS.
@@ -125,21 +163,32 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	}
 
 	// NATS.
-	natsPort := testenv.FreePort(tb)
-	p.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+	if o.NATSCluster && sec != nil {
+		tb.Fatalf("pipeline: a secured NATS cluster is not supported")
+	}
 	p.storeJS = filepath.Join(dir, "jetstream")
-	p.NATS = &Process{
-		Name: natsServer,
-		Log:  filepath.Join(dir, "nats-server.log"),
-		bin:  filepath.Join(bins, natsServer),
-		args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", p.storeJS, "--name", "stormweir-pipeline"},
+	if o.NATSCluster {
+		p.startNATSCluster(bins, dir, 3)
+	} else {
+		natsPort := testenv.FreePort(tb)
+		p.NATSURL = "nats://127.0.0.1:" + strconv.Itoa(natsPort)
+		p.NATS = &Process{
+			Name: natsServer,
+			Log:  filepath.Join(dir, "nats-server.log"),
+			URL:  p.NATSURL,
+			bin:  filepath.Join(bins, natsServer),
+			args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-js", "-sd", p.storeJS, "--name", "stormweir-pipeline"},
+		}
+		if sec != nil {
+			p.NATS.args = []string{"-c", sec.natsConfig(dir, p.storeJS), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "--name", "stormweir-pipeline"}
+			p.NATS.env = sec.natsEnv()
+		}
+		p.NATSNodes = []*Process{p.NATS}
+		p.startNATS(p.NATS)
 	}
-	if sec != nil {
-		p.NATS.args = []string{"-c", sec.natsConfig(dir, p.storeJS), "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "--name", "stormweir-pipeline"}
-		p.NATS.env = sec.natsEnv()
+	for _, n := range p.NATSNodes {
+		tb.Cleanup(func() { n.Stop(10 * time.Second) })
 	}
-	p.startNATS()
-	tb.Cleanup(func() { p.NATS.Stop(10 * time.Second) })
 	nc, err := nats.Connect(p.NATSURL, append([]nats.Option{nats.Name("stormweir-pipeline-harness"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true)}, p.natsOpts...)...)
 	if err != nil {
@@ -150,15 +199,28 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	if p.JS, err = jetstream.New(nc); err != nil {
 		tb.Fatalf("jetstream: %v", err)
 	}
+	p.waitJetStream(30 * time.Second)
 
 	// Redis.
 	var redisArgs []string
 	if o.PersistentRedis {
 		redisArgs = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	if sec != nil {
+	switch {
+	case o.Redis != RedisSingle && sec != nil:
+		tb.Fatalf("pipeline: a secured Redis %s is not supported", o.Redis)
+	case o.Redis == RedisSentinel:
+		p.Redis = testenv.StartRedisServer(tb, redisArgs...)
+		p.RedisReplica = testenv.StartRedisServer(tb, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(p.Redis.Port)}, redisArgs...)...)
+		p.Sentinels = testenv.StartRedisSentinels(tb, p.Redis, SentinelMaster, 3, 1)
+	case o.Redis == RedisCluster:
+		p.RedisCluster = testenv.StartRedisCluster(tb, 3)
+		p.Redis = p.RedisCluster.Nodes[0]
+	case o.Redis != RedisSingle:
+		tb.Fatalf("pipeline: unknown Redis topology %q", o.Redis)
+	case sec != nil:
 		p.Redis = testenv.StartSecureRedisServer(tb, sec.redis, redisArgs...)
-	} else {
+	default:
 		p.Redis = testenv.StartRedisServer(tb, redisArgs...)
 	}
 
@@ -178,6 +240,20 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	cfg.Bus.Consumer.BackOff = nil
 	cfg.Bus.Consumer.RetryDelays = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second}
 	cfg.Redis.Addrs = []string{p.Redis.Addr}
+	switch o.Redis {
+	case RedisSentinel:
+		cfg.Redis.Mode, cfg.Redis.MasterName, cfg.Redis.Addrs = "sentinel", SentinelMaster, nil
+		for _, s := range p.Sentinels {
+			cfg.Redis.Addrs = append(cfg.Redis.Addrs, s.Addr)
+		}
+	case RedisCluster:
+		cfg.Redis.Mode, cfg.Redis.Addrs = "cluster", p.RedisCluster.Addrs()
+	}
+	if o.NATSCluster {
+		for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+			s.Replicas = len(p.NATSNodes)
+		}
+	}
 	cfg.Redis.KeyPrefix = "swp-" + id
 	cfg.Worker.DrainTimeout = 5 * time.Second
 	cfg.Writer.Kubeconfig = p.API.Kubeconfig
@@ -216,26 +292,42 @@ func Start(tb testing.TB, o Options) *Pipeline {
 	// Stages: the writer first (in a secured account it alone creates the
 	// streams the others wait for), the receiver last, so nothing is
 	// accepted before every consumer exists (not required, but tidy).
-	for _, name := range []string{Writer, Deduper, Aggregator, Receiver} {
-		port := strconv.Itoa(testenv.FreePort(tb))
-		// pprof on every stage's health port, so a benchmark can profile
-		// the bottleneck of a run.
-		env := []string{"STORMWEIR_CONFIG=" + cfgPath, "STORMWEIR_DEBUG_PPROF=true"}
-		proc := &Process{Name: name, Log: filepath.Join(dir, name+".log"), bin: filepath.Join(bins, name)}
-		if name == Receiver {
-			env = append(env, "STORMWEIR_RECEIVER_LISTEN=127.0.0.1:"+port, "STORMWEIR_RECEIVER_AUTH_TOKENS="+p.Token)
-			p.ReceiverURL = "http://127.0.0.1:" + port
-		} else {
-			env = append(env, "STORMWEIR_WORKER_LISTEN=127.0.0.1:"+port)
+	var receivers []string
+	for _, stage := range []string{Writer, Deduper, Aggregator, Receiver} {
+		for i := range max(o.Replicas[stage], 1) {
+			name := stage
+			if i > 0 {
+				name = fmt.Sprintf("%s-%d", stage, i+1)
+			}
+			port := strconv.Itoa(testenv.FreePort(tb))
+			// pprof on every stage's health port, so a benchmark can
+			// profile the bottleneck of a run.
+			env := []string{"STORMWEIR_CONFIG=" + cfgPath, "STORMWEIR_DEBUG_PPROF=true"}
+			proc := &Process{Name: name, Stage: stage, Log: filepath.Join(dir, name+".log"), bin: filepath.Join(bins, stage)}
+			if stage == Receiver {
+				env = append(env, "STORMWEIR_RECEIVER_LISTEN=127.0.0.1:"+port, "STORMWEIR_RECEIVER_AUTH_TOKENS="+p.Token)
+				receivers = append(receivers, "127.0.0.1:"+port)
+			} else {
+				env = append(env, "STORMWEIR_WORKER_LISTEN=127.0.0.1:"+port)
+			}
+			if sec != nil {
+				env = append(env, sec.stageEnv(stage)...)
+			}
+			proc.HealthURL = "http://127.0.0.1:" + port
+			proc.env = env
+			p.Procs[name] = proc
+			p.Names = append(p.Names, name)
+			tb.Cleanup(func() { proc.Stop(10 * time.Second) })
+			p.Start(name)
 		}
-		if sec != nil {
-			env = append(env, sec.stageEnv(name)...)
+	}
+	p.ReceiverURL = "http://" + receivers[0]
+	if len(receivers) > 1 {
+		if p.balancer, err = startBalancer(receivers); err != nil {
+			tb.Fatalf("%v", err)
 		}
-		proc.HealthURL = "http://127.0.0.1:" + port
-		proc.env = env
-		p.Procs[name] = proc
-		tb.Cleanup(func() { proc.Stop(10 * time.Second) })
-		p.Start(name)
+		tb.Cleanup(p.balancer.Close)
+		p.ReceiverURL = "http://" + p.balancer.Addr()
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
@@ -246,7 +338,7 @@ func Start(tb testing.TB, o Options) *Pipeline {
 }
 
 func (p *Pipeline) logTails() {
-	for _, name := range Stages {
+	for _, name := range p.Names {
 		proc := p.Procs[name]
 		warn := proc.Grep(`"level":"ERROR"`)
 		if len(warn) > 20 {
@@ -280,20 +372,21 @@ func (p *Pipeline) Restart(name string) {
 	p.Start(name)
 }
 
-func (p *Pipeline) startNATS() {
+// startNATS starts node n and waits until it accepts connections.
+func (p *Pipeline) startNATS(n *Process) {
 	p.tb.Helper()
-	if err := p.NATS.start(); err != nil {
+	if err := n.start(); err != nil {
 		p.tb.Fatalf("%v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		nc, err := nats.Connect(p.NATSURL, append([]nats.Option{nats.Timeout(time.Second)}, p.natsOpts...)...)
+		nc, err := nats.Connect(n.URL, append([]nats.Option{nats.Timeout(time.Second)}, p.natsOpts...)...)
 		if err == nil {
 			nc.Close()
 			return
 		}
-		if p.NATS.Exited() || time.Now().After(deadline) {
-			p.tb.Fatalf("nats-server did not come up at %s: %v; log:\n%s", p.NATSURL, err, p.NATS.Tail(30))
+		if n.Exited() || time.Now().After(deadline) {
+			p.tb.Fatalf("%s did not come up at %s: %v; log:\n%s", n.Name, n.URL, err, n.Tail(30))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -306,7 +399,7 @@ func (p *Pipeline) RestartNATS(down time.Duration) {
 	p.tb.Helper()
 	p.NATS.Kill()
 	time.Sleep(down)
-	p.startNATS()
+	p.startNATS(p.NATS)
 }
 
 // RestartRedis SIGKILLs redis-server and starts it again on the same port
@@ -444,7 +537,7 @@ func (p *Pipeline) Usages(ctx context.Context) (map[string]Usage, error) {
 			RSS: int64(m.Sum("process_resident_memory_bytes", nil)),
 		}
 	}
-	for _, name := range Stages {
+	for _, name := range p.Names {
 		if p.Procs[name].Pid() == 0 {
 			continue // stopped
 		}

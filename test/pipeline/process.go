@@ -21,8 +21,13 @@ import (
 // environment and ports. Its output goes to a log file that keeps the
 // history of every start.
 type Process struct {
-	// Name is the stage name (or "nats-server").
+	// Name is the process's name: a stage's ("deduper", "deduper-2", ...)
+	// or nats-server's.
 	Name string
+	// Stage is the stage the process runs ("" for nats-server).
+	Stage string
+	// URL is a nats-server's client URL.
+	URL string
 	// Log is the path of the process's log file.
 	Log string
 	// HealthURL serves /healthz, /readyz and /metrics ("" for nats-server).
