@@ -124,8 +124,8 @@ type Pipeline struct {
 	tb       testing.TB
 	balancer *balancer
 	subj     bus.Subjects
-	storeJS string
-	http    *http.Client
+	storeJS  string
+	http     *http.Client
 	// natsOpts are the harness's own credentials and TLS for NATS.
 	natsOpts []nats.Option
 }
