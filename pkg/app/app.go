@@ -171,7 +171,12 @@ func (a *App) RestConfig() (*rest.Config, error) {
 // Receiver builds the HTTP intake; it binds receiver.listen, which then
 // also serves the process's /healthz, /readyz and /metrics.
 func (a *App) Receiver() (*receiver.Receiver, error) {
-	r, err := receiver.New(a.cfg, a.Process)
+	var opts []receiver.Option
+	if a.o.RestConfig != nil {
+		// The API server given for the writer also reviews tokens.
+		opts = append(opts, receiver.WithRestConfig(a.o.RestConfig))
+	}
+	r, err := receiver.New(a.cfg, a.Process, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -170,6 +170,35 @@ func TestReceiver_checkAuth(t *testing.T) {
 	r = config.DefaultReceiver()
 	r.Auth.TokenFile = "/run/secrets/tokens"
 	assert.NoError(t, r.CheckAuth())
+	r = config.DefaultReceiver()
+	r.Auth.TokenReview.Enabled = true
+	assert.NoError(t, r.CheckAuth(), "TokenReview alone authenticates")
+}
+
+func TestValidate_tokenReview(t *testing.T) {
+	c := config.Default()
+	c.Receiver.Auth.TokenReview.Enabled = true
+	c.Receiver.Auth.TokenReview.CacheSize = 0
+	c.Receiver.Auth.TokenReview.ReviewsPerSecond = 0
+	err := c.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"receiver.auth.token_review.audiences: name the audience",
+		"receiver.auth.token_review.cache_size: 0 is below 1",
+		"receiver.auth.token_review: reviews_per_second must be above 0",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	c.Receiver.Auth.TokenReview = config.DefaultTokenReview()
+	c.Receiver.Auth.TokenReview.Enabled = true
+	c.Receiver.Auth.TokenReview.Audiences = []string{"stormweir"}
+	assert.NoError(t, c.Validate())
+
+	t.Setenv("STORMWEIR_RECEIVER_AUTH_TOKEN_REVIEW_AUDIENCES", "stormweir,other")
+	l, err := config.Load("test", []string{"--set", "receiver.auth.token_review.enabled=true"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"stormweir", "other"}, l.Config.Receiver.Auth.TokenReview.Audiences)
+	assert.Equal(t, 10*time.Second, l.Config.Receiver.Auth.TokenReview.CacheTTL)
 }
 
 func TestValidate_busSecurity(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -33,6 +34,75 @@ type Auth struct {
 	// TokenFile holds accepted tokens, one a line; it is re-read when it
 	// changes, so tokens rotate without a restart.
 	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	// TokenReview accepts Kubernetes ServiceAccount tokens the API server
+	// vouches for, besides the tokens above.
+	TokenReview TokenReview `mapstructure:"token_review" yaml:"token_review"`
+}
+
+// TokenReview authenticates a sender in the cluster by its projected,
+// audience-bound ServiceAccount token: the receiver asks the API server
+// (a TokenReview) and, with Authorize, whether the sender may post to the
+// endpoint (a SubjectAccessReview). Answers are cached for CacheTTL, and
+// reviews are rate-bounded, so a flood of made-up tokens cannot flood the
+// API server; when the API server does not answer, the request is refused
+// (503, to be retried), never let through.
+type TokenReview struct {
+	// Enabled turns TokenReview on.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// Kubeconfig reaches the API server; empty means in-cluster or the
+	// usual places.
+	Kubeconfig string `mapstructure:"kubeconfig" yaml:"kubeconfig"`
+	// Audiences are the audiences a token must be bound to (the
+	// projected volume's audience); a token for another audience, such
+	// as the API server's own, is refused.
+	Audiences []string `mapstructure:"audiences" yaml:"audiences"`
+	// Authorize also asks whether the sender may create
+	// signals.stormweir.io named after the endpoint's source
+	// (alertmanager, grafana, kubernetes-event) in Namespace.
+	Authorize bool `mapstructure:"authorize" yaml:"authorize"`
+	// Namespace is where Authorize looks for the sender's Role
+	// bindings; empty asks for a cluster-wide permission.
+	Namespace string `mapstructure:"namespace" yaml:"namespace"`
+	// CacheTTL is how long an answer (yes or no) is reused; a revoked
+	// token is refused at most this long after.
+	CacheTTL time.Duration `mapstructure:"cache_ttl" yaml:"cache_ttl"`
+	// CacheSize bounds the cached answers.
+	CacheSize int `mapstructure:"cache_size" yaml:"cache_size"`
+	// ReviewsPerSecond and ReviewBurst bound the reviews sent to the API
+	// server; a request beyond them gets 503 and Retry-After.
+	ReviewsPerSecond float64 `mapstructure:"reviews_per_second" yaml:"reviews_per_second"`
+	ReviewBurst      int     `mapstructure:"review_burst" yaml:"review_burst"`
+	// Timeout bounds one review.
+	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+}
+
+// DefaultTokenReview returns the TokenReview defaults (off).
+func DefaultTokenReview() TokenReview {
+	return TokenReview{
+		CacheTTL:         10 * time.Second,
+		CacheSize:        4096,
+		ReviewsPerSecond: 20,
+		ReviewBurst:      40,
+		Timeout:          2 * time.Second,
+	}
+}
+
+func (t TokenReview) validate() error {
+	if !t.Enabled {
+		return nil
+	}
+	var errs []error
+	if len(t.Audiences) == 0 || slices.Contains(t.Audiences, "") {
+		errs = append(errs, errors.New("receiver.auth.token_review.audiences: name the audience the senders' tokens are bound to (e.g. stormweir)"))
+	}
+	errs = append(errs, positive("receiver.auth.token_review.cache_ttl", t.CacheTTL), positive("receiver.auth.token_review.timeout", t.Timeout))
+	if t.CacheSize < 1 {
+		errs = append(errs, fmt.Errorf("receiver.auth.token_review.cache_size: %d is below 1", t.CacheSize))
+	}
+	if t.ReviewsPerSecond <= 0 || t.ReviewBurst < 1 {
+		errs = append(errs, errors.New("receiver.auth.token_review: reviews_per_second must be above 0 and review_burst at least 1"))
+	}
+	return errors.Join(errs...)
 }
 
 // DefaultReceiver returns the receiver defaults.
@@ -43,17 +113,18 @@ func DefaultReceiver() Receiver {
 		RetryAfter:      5 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
 		ReadTimeout:     30 * time.Second,
+		Auth:            Auth{TokenReview: DefaultTokenReview()},
 	}
 }
 
 // ErrNoAuth says the receiver has no way to authenticate senders. It is
 // checked when a receiver starts, not at load, so other binaries sharing the
 // configuration are not required to carry webhook tokens.
-var ErrNoAuth = errors.New("receiver.auth: set tokens or token_file, or disabled: true to accept unauthenticated webhooks")
+var ErrNoAuth = errors.New("receiver.auth: set tokens, token_file or token_review.enabled, or disabled: true to accept unauthenticated webhooks")
 
 // CheckAuth reports ErrNoAuth when authentication is on with no tokens.
 func (r Receiver) CheckAuth() error {
-	if !r.Auth.Disabled && len(r.Auth.Tokens) == 0 && r.Auth.TokenFile == "" {
+	if !r.Auth.Disabled && len(r.Auth.Tokens) == 0 && r.Auth.TokenFile == "" && !r.Auth.TokenReview.Enabled {
 		return ErrNoAuth
 	}
 	return nil
@@ -72,6 +143,7 @@ func (r Receiver) Validate() error {
 			errs = append(errs, fmt.Errorf("receiver.auth.tokens[%d]: shorter than 16 characters", i))
 		}
 	}
+	errs = append(errs, r.Auth.TokenReview.validate())
 	return errors.Join(errs...)
 }
 

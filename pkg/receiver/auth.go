@@ -14,15 +14,18 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/signal"
 )
 
 // authenticator checks bearer tokens. Tokens come from the configuration
 // and from a file that is re-read when it changes (checked at most once a
-// second of the receiver's clock), so tokens rotate without a restart.
+// second of the receiver's clock), so tokens rotate without a restart;
+// with TokenReview, the API server vouches for the others.
 type authenticator struct {
 	disabled bool
 	static   [][32]byte
 	file     string
+	reviewer *tokenReviewer
 
 	mu        sync.Mutex
 	fromFile  [][32]byte
@@ -74,14 +77,16 @@ func (a *authenticator) reload(force bool) error {
 	return nil
 }
 
-// check reports whether r carries an accepted token.
-func (a *authenticator) check(r *http.Request) bool {
+// authenticate returns nil when r carries an accepted token for posting
+// signals of src, or why it is not let in: errUnauthorized, errForbidden
+// or errAuthUnavailable.
+func (a *authenticator) authenticate(r *http.Request, src signal.Source) error {
 	if a.disabled {
-		return true
+		return nil
 	}
 	tok, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
-		return false
+		return errUnauthorized
 	}
 	// Compare fixed-size digests in constant time, so neither the token's
 	// content nor its length leaks through timing.
@@ -101,7 +106,13 @@ func (a *authenticator) check(r *http.Request) bool {
 		}
 		a.mu.Unlock()
 	}
-	return match == 1
+	if match == 1 {
+		return nil
+	}
+	if a.reviewer == nil {
+		return errUnauthorized
+	}
+	return a.reviewer.check(r.Context(), tok, sum, src)
 }
 
 // bearerToken returns the credentials of an Authorization header of the

@@ -1,8 +1,8 @@
 // Package receiver is stormweir's HTTP intake: it authenticates webhook
 // senders, decodes Alertmanager, Grafana and Kubernetes event payloads into signals,
 // publishes them on the bus, and answers 202 only once JetStream has
-// stored every signal of the request (DESIGN §1–2). It needs neither Redis
-// nor Kubernetes.
+// stored every signal of the request (DESIGN §1–2). It never needs Redis,
+// and the Kubernetes API server only to review ServiceAccount tokens.
 package receiver
 
 import (
@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/rest"
 
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
@@ -61,13 +62,19 @@ type Receiver struct {
 type Option func(*options)
 
 type options struct {
-	clk clock.Clock
+	clk  clock.Clock
+	rest *rest.Config
 }
 
 // WithClock sets the time source of receipt times and of the token file's
 // re-read spacing; the wall clock by default. Request and publish
 // latencies are measured on the wall clock: they are about the world.
 func WithClock(c clock.Clock) Option { return func(o *options) { o.clk = c } }
+
+// WithRestConfig sets the API server that reviews tokens
+// (receiver.auth.token_review); loaded from its kubeconfig key, in-cluster
+// or the usual places when not given.
+func WithRestConfig(rc *rest.Config) Option { return func(o *options) { o.rest = rc } }
 
 // New builds a Receiver from the process's bus, health and metrics. It
 // binds receiver.listen but serves only when Run is called.
@@ -98,6 +105,11 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 	auth, err := newAuthenticator(cfg.Receiver.Auth, o.clk)
 	if err != nil {
 		return nil, err
+	}
+	if tr := cfg.Receiver.Auth.TokenReview; tr.Enabled && !cfg.Receiver.Auth.Disabled {
+		if auth.reviewer, err = newTokenReviewer(tr, o.rest, o.clk, log, reg); err != nil {
+			return nil, err
+		}
 	}
 	fp, err := signal.NewFingerprinter(cfg.Fingerprint.Labels)
 	if err != nil {
@@ -181,7 +193,7 @@ type problem struct {
 func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src signal.Source, decode func([]byte) (*signal.Batch, error)) {
 	start := time.Now()
 	m := r.metrics.source(string(src))
-	code := r.webhook(w, req, m, decode)
+	code := r.webhook(w, req, src, m, decode)
 	if code == http.StatusAccepted {
 		m.accepted202.Inc()
 	} else {
@@ -191,14 +203,21 @@ func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src si
 }
 
 // webhook handles one request and returns the status it answered.
-func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, m *sourceMetrics, decode func([]byte) (*signal.Batch, error)) int {
+func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.Source, m *sourceMetrics, decode func([]byte) (*signal.Batch, error)) int {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return writeProblem(w, http.StatusMethodNotAllowed, "method not allowed", "use POST", nil)
 	}
-	if !r.auth.check(req) {
+	switch err := r.auth.authenticate(req, src); err {
+	case nil:
+	case errForbidden:
+		return writeProblem(w, http.StatusForbidden, "forbidden", fmt.Sprintf("the token's identity may not post %s signals (create signals.stormweir.io %q)", src, src), nil)
+	case errAuthUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
+		return writeProblem(w, http.StatusServiceUnavailable, "authentication unavailable", err.Error(), nil)
+	default:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stormweir"`)
-		return writeProblem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", nil)
+		return writeProblem(w, http.StatusUnauthorized, "unauthorized", err.Error(), nil)
 	}
 	if ct := req.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)

@@ -46,6 +46,13 @@ type harness struct {
 
 func newHarness(t testing.TB, mutate ...func(*config.Config)) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, mutate...)
+}
+
+// newHarnessWith is newHarness with options for the receiver beyond its
+// clock.
+func newHarnessWith(t testing.TB, opts []receiver.Option, mutate ...func(*config.Config)) *harness {
+	t.Helper()
 	n := testenv.StartNATS(t)
 	cfg := config.Default()
 	cfg.Bus.URL = n.URL
@@ -63,7 +70,7 @@ func newHarness(t testing.TB, mutate ...func(*config.Config)) *harness {
 	health := service.NewHealth(reg)
 	health.AddCheck("nats", conn.Check)
 	clk := clock.NewFake(time.Date(2026, 11, 1, 9, 0, 30, 0, time.UTC))
-	r, err := receiver.NewHandler(cfg, bus.NewPublisher(conn.JS, cfg.Bus.PublishTimeout), health, reg, log, receiver.WithClock(clk))
+	r, err := receiver.NewHandler(cfg, bus.NewPublisher(conn.JS, cfg.Bus.PublishTimeout), health, reg, log, append([]receiver.Option{receiver.WithClock(clk)}, opts...)...)
 	require.NoError(t, err)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)

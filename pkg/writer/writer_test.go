@@ -132,3 +132,24 @@ func TestWriter_sameIncidentFiveTimesIsOneRequest(t *testing.T) {
 	assert.Equal(t, writes, h.writes(), "repeats must not cost API writes")
 	assert.EqualValues(t, 10, counterValue(h.w.m.skipped.WithLabelValues(skipStale)))
 }
+
+// TestWriter_everySourceBecomesARequest writes one incident of each signal
+// source: the CRD's schema (spec.signal.source is an enum) accepts them all.
+func TestWriter_everySourceBecomesARequest(t *testing.T) {
+	h := startWriter(t)
+	ns := h.namespace("prod-"+h.id, nil)
+	sources := []signal.Source{signal.SourceAlertmanager, signal.SourceGrafana, signal.SourceKubernetesEvent}
+	for i, src := range sources {
+		id := fmt.Sprintf("i%ssrc%d", h.id, i)
+		s := testSignal(fingerprintOf(id), id+"-sig", ns, signal.SeverityWarning)
+		s.Source = src
+		e := event(fingerprintOf(id), id, 1, 1, ns, signal.SeverityWarning)
+		e.Signal = encoded(s)
+		h.open(e)
+	}
+	h.waitAcked(len(sources), 30*time.Second)
+	for i, src := range sources {
+		rr := get(t, ns, fmt.Sprintf("i%ssrc%d", h.id, i))
+		assert.Equal(t, v1alpha1.Source(src), rr.Spec.Signal.Source)
+	}
+}

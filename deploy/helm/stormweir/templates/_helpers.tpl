@@ -106,6 +106,15 @@ laid over it.
 {{- end -}}
 
 {{/* Whether a stage talks to Redis. */}}
+{{/*
+"true" when the receiver reviews ServiceAccount tokens with the API server
+(config.receiver.auth.token_review.enabled): it then has a ServiceAccount
+of its own, with a token, bound to the review verbs only.
+*/}}
+{{- define "stormweir.tokenReview" -}}
+{{- with .Values.config.receiver }}{{ with .auth }}{{ with .token_review }}{{ if .enabled }}true{{ end }}{{ end }}{{ end }}{{ end -}}
+{{- end -}}
+
 {{- define "stormweir.usesRedis" -}}
 {{- if has .stage (list "deduper" "aggregator" "writer") }}true{{ end -}}
 {{- end -}}
