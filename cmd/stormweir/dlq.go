@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -61,6 +62,11 @@ type dlqFlags struct {
 
 func (f *dlqFlags) bind(cmd *cobra.Command, confirmAll bool) {
 	f.cf = cli.AddConfig(cmd, nil)
+	// The DLQ commands run no stage: listeners, Redis and the cluster are
+	// not their business.
+	for _, name := range []string{"listen", "metrics-listen", "redis-addrs", "kubeconfig"} {
+		_ = cmd.Flags().MarkHidden(name)
+	}
 	f.sel.Bind(cmd.Flags())
 	cmd.Flags().StringSliceVar(&f.stages, "stage", nil, "only the DLQ of these stages: deduper, aggregator, writer (repeatable)")
 	if confirmAll {
@@ -104,13 +110,24 @@ func (f *dlqFlags) requireSelection(verb string, flt dlq.Filter) error {
 	return nil
 }
 
+// errPrinted ends a command whose --print-config printed the
+// configuration instead of running.
+var errPrinted = errors.New("configuration printed")
+
 // open loads the configuration and opens the pipeline's DLQ; the NATS is
 // dialled once (one that does not answer is an error at once). A
-// configuration problem is a usage error, the rest failures.
+// configuration problem is a usage error, the rest failures. With
+// --print-config it prints the configuration and returns errPrinted.
 func (f *dlqFlags) open(cmd *cobra.Command) (*dlq.Queue, func(), error) {
 	cfg, err := f.cf.Load()
 	if err != nil {
 		return nil, nil, err
+	}
+	if f.cf.PrintConfig() {
+		if err := cli.Print(cmd, cfg); err != nil {
+			return nil, nil, err
+		}
+		return nil, nil, errPrinted
 	}
 	conn, err := bus.Dial(cfg.Bus, cfg.Bus.Prefix+"-dlq", slog.New(slog.DiscardHandler), nats.Timeout(5*time.Second))
 	if err != nil {
@@ -163,6 +180,9 @@ document per entry.` + cli.ConfigHelp(),
 			return cli.Usage(err)
 		}
 		q, closeQ, err := f.open(cmd)
+		if errors.Is(err, errPrinted) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -201,6 +221,9 @@ and under which message id, its headers and its payload (JSON indented).` + cli.
 			return cli.Usage(err)
 		}
 		q, closeQ, err := f.open(cmd)
+		if errors.Is(err, errPrinted) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -250,6 +273,9 @@ halfway is safe to run again.` + cli.ConfigHelp(),
 			return err
 		}
 		q, closeQ, err := f.open(cmd)
+		if errors.Is(err, errPrinted) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -323,6 +349,9 @@ runs are kept: only what was selected when it started is removed.` + cli.ConfigH
 			return err
 		}
 		q, closeQ, err := f.open(cmd)
+		if errors.Is(err, errPrinted) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}

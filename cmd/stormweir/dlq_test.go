@@ -244,6 +244,12 @@ func TestDLQ_badInput(t *testing.T) {
 		assert.Empty(t, out)
 		assert.Contains(t, errOut, `unknown key "bus.prefx" (did you mean bus.prefix?)`)
 	})
+	t.Run("--print-config", func(t *testing.T) {
+		code, out, errOut := e.run("dlq", "purge", "--all", "--print-config")
+		assert.Equal(t, cli.ExitOK, code, errOut)
+		assert.Contains(t, out, "prefix: "+e.cfg.Prefix)
+		assert.Equal(t, before, e.state(), "printed, not run")
+	})
 	t.Run("no subcommand", func(t *testing.T) {
 		code, out, errOut := execute(t, "dlq")
 		assert.Equal(t, cli.ExitUsage, code)
