@@ -48,7 +48,7 @@ fuzz:
 	hack/fuzz.sh ./pkg/signal/ FuzzDecodeGrafana && \
 	hack/fuzz.sh ./pkg/signal/ FuzzDecodeKubernetesEvents
 
-## test-faults: the fault tests' long forms (test/crash -long): 60,000 alerts per test, each fault (stage kills, NATS leader kills on an R3 cluster, Redis Sentinel and Cluster failovers, replica kills) repeated; the numbers of DESIGN.md §13 come from here.
+## test-faults: the fault tests' long forms (test/crash -long): 30,000 alerts per test, each fault (stage kills, NATS leader kills on an R3 cluster, Redis Sentinel and Cluster failovers, replica kills) repeated; the numbers of DESIGN.md §13 come from here.
 .PHONY: test-faults
 test-faults:
 	@KUBEBUILDER_ASSETS="$$(hack/test-deps.sh | tail -n 1)"; export KUBEBUILDER_ASSETS; \

@@ -81,7 +81,7 @@ func crashRun(t *testing.T, p *pipeline.Pipeline, cfg loadgen.Config, faults fun
 	require.Zero(t, rep.Rejected)
 
 	settle := time.Now()
-	res, err := p.WaitCheck(ctx, rep.Expected, precursors, 3*time.Minute)
+	res, err := p.WaitCheck(ctx, rep.Expected, precursors, settleTimeout())
 	if !errors.Is(err, pipeline.ErrMismatch) {
 		require.NoError(t, err, "waiting for the pipeline to settle")
 	}

@@ -14,20 +14,30 @@ import (
 	"github.com/stormweir/stormweir/test/pipeline"
 )
 
-// long runs the fault tests' long forms (make test-faults): a load three
-// times the crash load and each fault several times. Without it they run
+// long runs the fault tests' long forms (make test-faults): a load half
+// again the crash load and each fault several times. Without it they run
 // a short load with each fault once, which `go test ./...` can afford.
-var long = flag.Bool("long", false, "run the fault tests' long forms: 60,000 alerts, each fault repeated (make test-faults)")
+var long = flag.Bool("long", false, "run the fault tests' long forms: 30,000 alerts, each fault repeated (make test-faults)")
 
 // faultLoad is the crash load, shortened to 8,000 alerts (8 s) or, with
-// -long, lengthened to 60,000 (a minute).
+// -long, lengthened to 30,000 (half a minute).
 func faultLoad() loadgen.Config {
 	cfg := crashLoad()
 	cfg.Alerts = 8_000
 	if *long {
-		cfg.Alerts = 60_000
+		cfg.Alerts = 30_000
 	}
 	return cfg
+}
+
+// settleTimeout bounds how long a test waits for the pipeline to finish
+// the load after the sender is done. The writer is the slowest stage; on
+// 2 busy cores the long forms' backlog takes minutes.
+func settleTimeout() time.Duration {
+	if *long {
+		return 10 * time.Minute
+	}
+	return 3 * time.Minute
 }
 
 // rounds is how often a fault test repeats its fault.
