@@ -207,3 +207,30 @@ func TestSelect_likeReplay(t *testing.T) {
 	_, err = selected(review.Selector{Incident: "i-unknown"})
 	assert.EqualError(t, err, "no decision of incident or storm i-unknown is recorded in "+subj.StreamName(bus.StreamIncidents))
 }
+
+// BenchmarkRedriver_send re-drives recorded signals into a pipeline's
+// stream on an in-process NATS, unthrottled (batches of 256 per wait).
+func BenchmarkRedriver_send(b *testing.B) {
+	ctx := context.Background()
+	n := testenv.StartNATS(b)
+	cfg := testenv.Config(n.URL)
+	conn, err := bus.Connect(cfg.Bus, "redrive-bench", slog.New(slog.DiscardHandler))
+	require.NoError(b, err)
+	b.Cleanup(conn.Close)
+	require.NoError(b, bus.EnsureStreams(ctx, conn.JS, cfg.Bus))
+	sigs := signals(b, "prod", 1024)
+	r, err := redrive.New(ctx, conn.JS, redrive.Options{Prefix: cfg.Bus.Prefix, ID: redrive.NewID(time.Now())})
+	require.NoError(b, err)
+	b.Cleanup(r.Close)
+	i := 0
+	for b.Loop() {
+		i++
+		s := sigs[i%len(sigs)]
+		h := nats.Header{jetstream.MsgIDHeader: {fmt.Sprintf("sig-%d", i)}, bus.HeaderFingerprint: s.header[bus.HeaderFingerprint]}
+		if err := r.Send(ctx, s.subject, s.data, h, s.at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	require.NoError(b, r.Flush(ctx))
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
+}
