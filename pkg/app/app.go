@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
@@ -27,6 +28,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/storm"
+	"github.com/stormweir/stormweir/pkg/tracing"
 	"github.com/stormweir/stormweir/pkg/writer"
 )
 
@@ -65,6 +67,10 @@ type Options struct {
 	// RestConfig reaches the Kubernetes API server; loaded from
 	// writer.kubeconfig (or the usual places) when nil.
 	RestConfig *rest.Config
+	// Tracing replaces the tracer provider the tracing section asks for,
+	// e.g. with one over an in-memory exporter; it is the caller's to shut
+	// down.
+	Tracing *tracing.Provider
 }
 
 // App is one stormweir process: its service.Process and what its stages
@@ -78,6 +84,8 @@ type App struct {
 	cfg      config.Config
 	o        Options
 	ownRedis bool
+	// ownTracing: the App built o.Tracing and flushes it on Close.
+	ownTracing bool
 	receiver *receiver.Receiver
 	health   *service.Server
 	built    []string
@@ -90,19 +98,45 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, binary string
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
+	own := o.Tracing == nil
+	if own {
+		tp, err := tracing.New(cfg.Tracing, cfg.Bus.Prefix+"-"+binary)
+		if err != nil {
+			return nil, err
+		}
+		o.Tracing = tp
+	}
 	p, err := service.NewProcess(ctx, cfg, log, binary, o.NATS...)
 	if err != nil {
+		if own {
+			_ = o.Tracing.Shutdown(context.WithoutCancel(ctx))
+		}
 		return nil, err
 	}
-	return &App{Process: p, cfg: cfg, o: o}, nil
+	p.Tracer = o.Tracing.Tracer()
+	return &App{Process: p, cfg: cfg, o: o, ownTracing: own}, nil
 }
 
+// tracingFlushTimeout bounds how long Close waits for the collector to
+// take the spans still batched: a collector that is down must not hold
+// up a shutdown.
+const tracingFlushTimeout = 5 * time.Second
+
 // Close closes the process (publisher and bus connection), then the Redis
-// client if the App built it. Call it once every stage has stopped.
+// client if the App built it, then flushes the spans still batched to the
+// collector and stops the exporter if the App built it. Call it once every
+// stage has stopped.
 func (a *App) Close() {
 	a.Process.Close()
 	if a.ownRedis {
 		_ = a.o.Redis.Close()
+	}
+	if a.ownTracing {
+		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+		defer cancel()
+		if err := a.o.Tracing.Shutdown(ctx); err != nil {
+			a.Process.Log.Warn("spans not flushed at shutdown", "err", err)
+		}
 	}
 }
 

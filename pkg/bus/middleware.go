@@ -12,6 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stormweir/stormweir/pkg/tracing"
 )
 
 // Middleware wraps a Handler with one concern, in the shape of
@@ -44,7 +49,7 @@ func Recoverer(log *slog.Logger) Middleware {
 			defer func() {
 				if r := recover(); r != nil {
 					outs, err = nil, fmt.Errorf("handler panic: %v", r)
-					log.Error("handler panic", "seq", m.StreamSeq, "panic", r, "stack", string(debug.Stack()))
+					log.ErrorContext(ctx, "handler panic", "seq", m.StreamSeq, "panic", r, "stack", string(debug.Stack()))
 				}
 			}()
 			return next.Handle(ctx, m)
@@ -53,15 +58,48 @@ func Recoverer(log *slog.Logger) Middleware {
 }
 
 // PropagateTrace copies the trace context and receipt time of the input
-// onto outputs that do not set their own, so both travel end to end.
+// onto outputs that do not set their own, so both travel end to end. The
+// trace context is that of the span in ctx (the stage's span, see Trace),
+// so the next stage's span is its child; without one, the input's.
 func PropagateTrace(next Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, m *Msg) ([]Output, error) {
 		outs, err := next.Handle(ctx, m)
 		if err == nil {
-			propagate(m.Header, outs)
+			propagate(ctx, m.Header, outs)
 		}
 		return outs, err
 	})
+}
+
+// Trace runs the rest of the chain in a consumer span called name, child
+// of the span context the worker read from the message's traceparent
+// header, so every stage of one alert records into one trace. With a
+// no-op tracer the span only carries the parent's context on. It marks
+// the span failed with what the chain returned.
+func Trace(tracer trace.Tracer, name, stage string) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, m *Msg) ([]Output, error) {
+			ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer))
+			defer span.End()
+			if span.IsRecording() {
+				span.SetAttributes(
+					attribute.String("messaging.system", "nats"),
+					attribute.String("messaging.destination.name", m.Subject),
+					attribute.String("messaging.consumer.group.name", stage),
+					attribute.String("messaging.message.id", m.MsgID()),
+					attribute.Int64("stormweir.stream_seq", int64(m.StreamSeq)),
+					attribute.Int64("stormweir.delivered", int64(m.Delivered)),
+					attribute.String("stormweir.fingerprint", m.Header.Get(HeaderFingerprint)),
+				)
+			}
+			outs, err := next.Handle(ctx, m)
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			return outs, err
+		})
+	}
 }
 
 // Publish stores the handler's outputs and returns none: the input is
@@ -113,10 +151,10 @@ func DeadLetter(pub Sender, subj Subjects, stage string, maxDeliver int, log *sl
 				reason = fmt.Sprintf("gave up after %d deliveries: %s", m.Delivered, reason)
 			}
 			if _, perr := pub.Publish(ctx, deadLetter(m, subj, stage, reason)); perr != nil {
-				log.Error("dead-lettering failed; will retry", "seq", m.StreamSeq, "reason", reason, "err", perr)
+				log.ErrorContext(ctx, "dead-lettering failed; will retry", "seq", m.StreamSeq, "reason", reason, "err", perr)
 				return nil, fmt.Errorf("dead-lettering (%s): %w", reason, perr)
 			}
-			log.Error("message dead-lettered", "subject", m.Subject, "seq", m.StreamSeq, "delivered", m.Delivered,
+			log.ErrorContext(ctx, "message dead-lettered", "subject", m.Subject, "seq", m.StreamSeq, "delivered", m.Delivered,
 				"fingerprint", m.Header.Get(HeaderFingerprint), "reason", reason)
 			return nil, &DeadLettered{Reason: reason}
 		})
@@ -160,10 +198,13 @@ func Timer(o prometheus.Observer) Middleware {
 	}
 }
 
-// propagate copies the trace context and receipt time of the input onto
-// outputs that do not set their own.
-func propagate(in nats.Header, outs []Output) {
-	tp, rcv := in.Get(HeaderTraceparent), in.Get(HeaderReceivedAt)
+// propagate copies the trace context of ctx (else the input's) and the
+// receipt time of the input onto outputs that do not set their own.
+func propagate(ctx context.Context, in nats.Header, outs []Output) {
+	tp, rcv := tracing.Traceparent(ctx), in.Get(HeaderReceivedAt)
+	if tp == "" {
+		tp = in.Get(HeaderTraceparent)
+	}
 	if tp == "" && rcv == "" {
 		return
 	}

@@ -12,8 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/tracing"
 )
 
 // Msg is one delivered message as a handler sees it.
@@ -74,6 +76,10 @@ type WorkerOptions struct {
 	StatsInterval time.Duration
 	Metrics       *Metrics
 	Log           *slog.Logger
+	// Tracer starts the stage's span per message, named Span (the stage's
+	// name when empty); a no-op tracer when nil.
+	Tracer trace.Tracer
+	Span   string
 }
 
 // Worker is the consumer loop every stage runs: bounded concurrent
@@ -105,12 +111,19 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	if o.StatsInterval <= 0 {
 		o.StatsInterval = 5 * time.Second
 	}
+	if o.Tracer == nil {
+		o.Tracer = tracing.Noop().Tracer()
+	}
+	if o.Span == "" {
+		o.Span = o.Stage
+	}
 	// Innermost first: a panic becomes an error before anything else sees
-	// it; outputs get the input's trace before they are published; a
-	// publish failure on the last delivery is dead-lettered like a
-	// handler's.
+	// it; outputs get the stage span's trace context before they are
+	// published; a publish failure on the last delivery is dead-lettered
+	// like a handler's; the span covers all of it.
 	h := Chain(o.Handler,
 		Timer(o.Metrics.Handle.WithLabelValues(o.Stage)),
+		Trace(o.Tracer, o.Span, o.Stage),
 		DeadLetter(o.Publisher, o.Subjects, o.Stage, o.Config.MaxDeliver, o.Log),
 		Publish(o.Publisher, o.Stage, o.Metrics),
 		PropagateTrace,
@@ -226,21 +239,24 @@ func (w *Worker) handle(ctx context.Context, jm jetstream.Msg) {
 	if md, err := jm.Metadata(); err == nil {
 		m.Stream, m.StreamSeq, m.Delivered, m.Timestamp = md.Stream, md.Sequence.Stream, md.NumDelivered, md.Timestamp
 	}
+	// The message's trace context is the parent of the stage's span, and
+	// puts its trace id on the log lines about the message.
+	ctx = tracing.FromHeader(ctx, m.Header)
 	_, err := w.h.Handle(ctx, m)
-	w.settle(jm, m, err)
+	w.settle(ctx, jm, m, err)
 }
 
 // settle acks, terminates or naks a message by what the chain returned:
 // nil once the outputs are stored, *DeadLettered once its DLQ copy is
 // stored, anything else to be retried.
-func (w *Worker) settle(jm jetstream.Msg, m *Msg, err error) {
+func (w *Worker) settle(ctx context.Context, jm jetstream.Msg, m *Msg, err error) {
 	var dl *DeadLettered
 	switch {
 	case err == nil:
 		if aerr := jm.Ack(); aerr != nil {
 			// The work is done and idempotent; a lost ack only means a
 			// redelivery that the handler recognises.
-			w.o.Log.Warn("ack failed", "seq", m.StreamSeq, "err", aerr)
+			w.o.Log.WarnContext(ctx, "ack failed", "seq", m.StreamSeq, "err", aerr)
 		}
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultAck).Inc()
 	case errors.As(err, &dl):
@@ -251,7 +267,7 @@ func (w *Worker) settle(jm jetstream.Msg, m *Msg, err error) {
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultTerm).Inc()
 	default:
 		delay := retryDelay(w.o.Config.RetryDelays, m.Delivered)
-		w.o.Log.Warn("handling failed; will retry", "subject", m.Subject, "seq", m.StreamSeq,
+		w.o.Log.WarnContext(ctx, "handling failed; will retry", "subject", m.Subject, "seq", m.StreamSeq,
 			"delivered", m.Delivered, "delay", delay, "fingerprint", m.Header.Get(HeaderFingerprint), "err", err)
 		_ = jm.NakWithDelay(delay)
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultNak).Inc()

@@ -24,6 +24,7 @@ type Config struct {
 	Aggregator  Aggregator  `mapstructure:"aggregator" yaml:"aggregator"`
 	Writer      Writer      `mapstructure:"writer" yaml:"writer"`
 	AllInOne    AllInOne    `mapstructure:"allinone" yaml:"allinone"`
+	Tracing     Tracing     `mapstructure:"tracing" yaml:"tracing"`
 	Debug       Debug       `mapstructure:"debug" yaml:"debug"`
 }
 
@@ -48,6 +49,7 @@ func Default() Config {
 		Aggregator:  DefaultAggregator(),
 		Writer:      DefaultWriter(),
 		AllInOne:    AllInOne{DataDir: "data", Store: "memory", Sink: "auto"},
+		Tracing:     DefaultTracing(),
 	}
 }
 
@@ -68,6 +70,7 @@ func (c *Config) Validate() error {
 		c.Aggregator.Validate(),
 		c.Writer.Validate(),
 		c.AllInOne.Validate(),
+		c.Tracing.Validate(),
 	)
 }
 

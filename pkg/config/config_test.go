@@ -307,3 +307,34 @@ func TestReadSecret(t *testing.T) {
 	_, err = config.ReadSecret("bus.auth.password_file", filepath.Join(dir, "missing"))
 	assert.ErrorContains(t, err, "reading bus.auth.password_file: open ")
 }
+
+func TestLoad_tracingFromTheEnvironment(t *testing.T) {
+	t.Setenv("STORMWEIR_TRACING_ENDPOINT", "http://otel-collector:4318")
+	t.Setenv("STORMWEIR_TRACING_SAMPLE_RATIO", "0.25")
+	l, err := config.Load("test", nil)
+	require.NoError(t, err)
+	assert.Equal(t, config.Tracing{Endpoint: "http://otel-collector:4318", SampleRatio: 0.25}, l.Config.Tracing)
+	assert.True(t, l.Config.Tracing.Enabled())
+}
+
+func TestValidate_tracing(t *testing.T) {
+	assert.Equal(t, "", config.Default().Tracing.Endpoint, "off by default")
+	for _, tc := range []struct {
+		tracing config.Tracing
+		want    string
+	}{
+		{config.Tracing{Endpoint: "otel-collector:4318", SampleRatio: 1}, `tracing.endpoint: "otel-collector:4318" is not an http:// or https:// URL with a host`},
+		{config.Tracing{Endpoint: "grpc://collector:4317", SampleRatio: 1}, "tracing.endpoint"},
+		{config.Tracing{SampleRatio: 1.5}, "tracing.sample_ratio: 1.5 is not between 0 and 1"},
+		{config.Tracing{SampleRatio: -0.1}, "tracing.sample_ratio"},
+	} {
+		c := config.Default()
+		c.Tracing = tc.tracing
+		err := c.Validate()
+		require.Error(t, err, "%+v", tc.tracing)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+	c := config.Default()
+	c.Tracing = config.Tracing{Endpoint: "https://collector.example:4318/v1/traces", SampleRatio: 0}
+	assert.NoError(t, c.Validate())
+}

@@ -79,6 +79,7 @@ func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage,
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()}},
 		Handler:  s,
+		Span:     "dedup decision",
 	})
 	if err != nil {
 		return nil, err

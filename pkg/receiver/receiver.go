@@ -21,6 +21,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/rest"
 
@@ -29,6 +32,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
+	"github.com/stormweir/stormweir/pkg/tracing"
 )
 
 // Webhook paths.
@@ -56,14 +60,16 @@ type Receiver struct {
 	log      *slog.Logger
 	server   *service.Server
 	mux      *http.ServeMux
+	tracer   trace.Tracer
 }
 
 // Option adjusts a Receiver beyond its configuration.
 type Option func(*options)
 
 type options struct {
-	clk  clock.Clock
-	rest *rest.Config
+	clk    clock.Clock
+	rest   *rest.Config
+	tracer trace.Tracer
 }
 
 // WithClock sets the time source of receipt times and of the token file's
@@ -76,9 +82,17 @@ func WithClock(c clock.Clock) Option { return func(o *options) { o.clk = c } }
 // or the usual places when not given.
 func WithRestConfig(rc *rest.Config) Option { return func(o *options) { o.rest = rc } }
 
+// WithTracer sets the tracer of the "receive" span of each webhook
+// request; New passes the process's. Without one the request's
+// traceparent (or a new one) still travels on with its signals.
+func WithTracer(t trace.Tracer) Option { return func(o *options) { o.tracer = t } }
+
 // New builds a Receiver from the process's bus, health and metrics. It
 // binds receiver.listen but serves only when Run is called.
 func New(cfg config.Config, p *service.Process, opts ...Option) (*Receiver, error) {
+	if p.Tracer != nil {
+		opts = append([]Option{WithTracer(p.Tracer)}, opts...)
+	}
 	r, err := NewHandler(cfg, p.Publisher(), p.Health, p.Registry, p.Log, opts...)
 	if err != nil {
 		return nil, err
@@ -98,6 +112,9 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 	o := options{clk: clock.Real{}}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.tracer == nil {
+		o.tracer = tracing.Noop().Tracer()
 	}
 	if err := cfg.Receiver.CheckAuth(); err != nil {
 		return nil, err
@@ -130,6 +147,7 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 		health:   health,
 		metrics:  newMetrics(reg),
 		log:      log,
+		tracer:   o.tracer,
 	}, nil
 }
 
@@ -192,8 +210,24 @@ type problem struct {
 
 func (r *Receiver) serveWebhook(w http.ResponseWriter, req *http.Request, src signal.Source, decode func([]byte) (*signal.Batch, error)) {
 	start := time.Now()
+	// The receive span continues the sender's trace when the request
+	// carries a traceparent; its context is what the signals carry on.
+	ctx, span := r.tracer.Start(tracing.FromHTTP(req.Context(), req.Header), "receive", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+	req = req.WithContext(ctx)
 	m := r.metrics.source(string(src))
 	code := r.webhook(w, req, src, m, decode)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("http.request.method", req.Method),
+			attribute.String("url.path", req.URL.Path),
+			attribute.String("stormweir.source", string(src)),
+			attribute.Int("http.response.status_code", code),
+		)
+		if code >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(code))
+		}
+	}
 	if code == http.StatusAccepted {
 		m.accepted202.Inc()
 	} else {
@@ -262,7 +296,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	r.metrics.publish.Observe(time.Since(pstart).Seconds())
 	if err != nil {
 		m.failed.Add(float64(len(outs)))
-		r.log.Warn("signals not stored; asking the sender to retry", "signals", len(outs), "err", err)
+		r.log.WarnContext(req.Context(), "signals not stored; asking the sender to retry", "signals", len(outs), "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
 		return writeProblem(w, http.StatusServiceUnavailable, "bus unavailable", "signals were not stored; retry later", nil)
 	}
@@ -296,10 +330,12 @@ func (r Response) appendJSON(b []byte) []byte {
 }
 
 // outputs encodes the batch as bus messages. Every message carries the
-// same trace context (from the request, or a new one) and receipt time.
+// same trace context (the receive span's, which continues the request's
+// traceparent; a new one when tracing is off and the request has none)
+// and receipt time.
 func (r *Receiver) outputs(req *http.Request, batch *signal.Batch) ([]bus.Output, error) {
-	tp := req.Header.Get("traceparent")
-	if !validTraceparent(tp) {
+	tp := tracing.Traceparent(req.Context())
+	if tp == "" {
 		tp = newTraceparent()
 	}
 	outs := make([]bus.Output, len(batch.Signals))
@@ -349,23 +385,8 @@ func writeJSON(w http.ResponseWriter, code int, contentType string, v any) int {
 	return code
 }
 
-// validTraceparent checks the W3C traceparent shape: version-traceid-
-// parentid-flags in lowercase hex, with non-zero ids.
-func validTraceparent(tp string) bool {
-	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
-		return false
-	}
-	for i, c := range []byte(tp) {
-		if i == 2 || i == 35 || i == 52 {
-			continue
-		}
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return tp[:2] != "ff" && tp[3:35] != strings.Repeat("0", 32) && tp[36:52] != strings.Repeat("0", 16)
-}
-
+// newTraceparent starts a trace for a request that brought none while
+// tracing is off, so its signals can still be followed through the logs.
 func newTraceparent() string {
 	var b [24]byte
 	_, _ = rand.Read(b[:])

@@ -11,9 +11,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/tracing"
 )
 
 // Process is what one stormweir process shares between the stages it
@@ -29,6 +31,9 @@ type Process struct {
 	Metrics *bus.Metrics
 	// Bus is the NATS connection, with streams ensured.
 	Bus *bus.Conn
+	// Tracer starts the stages' spans; a no-op one (which still carries
+	// each message's trace context on) when nil.
+	Tracer trace.Tracer
 	// pub is the process's one publisher, shared by its stages: one reply
 	// subscription and one watcher goroutine however many stages run.
 	pub *bus.Publisher
@@ -40,6 +45,8 @@ type Process struct {
 // also starts its inboxes. natsOpts are passed to the connection.
 func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, natsOpts ...nats.Option) (*Process, error) {
 	reg := NewRegistry()
+	// Log lines about a message carry its trace id (tracing.LogHandler).
+	log = slog.New(tracing.LogHandler(log.Handler()))
 	p := &Process{Config: cfg, Log: log, Registry: reg, Health: NewHealth(reg), Metrics: bus.NewMetrics(reg)}
 	p.Health.PProf = cfg.Debug.PProf
 	conn, err := bus.Connect(cfg.Bus, cfg.Bus.Prefix+"-"+binary, log, natsOpts...)
@@ -101,6 +108,9 @@ type WorkerSpec struct {
 	Handler bus.Handler
 	// Concurrency overrides bus.consumer.concurrency when positive.
 	Concurrency int
+	// Span names the stage's span per message; the stage's name when
+	// empty.
+	Span string
 }
 
 // Worker creates or updates the stage's durable consumer (bus.consumer
@@ -130,6 +140,8 @@ func (p *Process) Worker(ctx context.Context, spec WorkerSpec) (*bus.Worker, err
 		DrainTimeout: p.Config.Worker.DrainTimeout,
 		Metrics:      p.Metrics,
 		Log:          p.Log,
+		Tracer:       p.Tracer,
+		Span:         spec.Span,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", stage, err)

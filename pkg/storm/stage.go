@@ -138,6 +138,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents Routes
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()}},
 		Handler:  s,
+		Span:     "storm decision",
 	})
 	if err != nil {
 		return nil, err
@@ -232,7 +233,7 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint
 		case Opened:
 			s.m.Detected.WithLabelValues(string(d.Storm.Type)).Inc()
 			s.m.Members.Inc()
-			s.log.Info("storm opened", "storm", d.Storm.ID, "type", d.Storm.Type, "scope", FormatScope(d.Storm.Scope.Values),
+			s.log.InfoContext(ctx, "storm opened", "storm", d.Storm.ID, "type", d.Storm.Type, "scope", FormatScope(d.Storm.Scope.Values),
 				"incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 		case Member:
 			s.m.Members.Inc()
@@ -254,7 +255,7 @@ func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Outpu
 	case errors.Is(err, record.ErrNotFound):
 		// The incident ended or was replaced meanwhile; it was real, so
 		// it is still forwarded as it was.
-		s.log.Warn("incident record gone before routing; forwarding as received", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
+		s.log.WarnContext(ctx, "incident record gone before routing; forwarding as received", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 	case err != nil:
 		return nil, fmt.Errorf("routing incident %s individually: %w", ev.IncidentID, err)
 	default:
@@ -293,7 +294,7 @@ func (s *Stage) unrouted(ctx context.Context, m *bus.Msg, ev *incident.Event, ti
 		// update counted is either in the event the route was decided
 		// with or of an incident that is over.
 		s.m.Unrouted.WithLabelValues("gone").Inc()
-		s.log.Info("update of an incident whose record is gone; nothing to route", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
+		s.log.InfoContext(ctx, "update of an incident whose record is gone; nothing to route", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("reading the route of incident %s: %w", ev.IncidentID, err)
@@ -320,7 +321,7 @@ func (s *Stage) joined(ctx context.Context, ev *incident.Event, target signal.Ta
 	rec, err := s.incidents.SetRoute(ctx, ev.Fingerprint, ev.IncidentID, snap.ID)
 	switch {
 	case errors.Is(err, record.ErrNotFound):
-		s.log.Warn("incident record gone before routing to its storm", "incident", ev.IncidentID, "storm", snap.ID)
+		s.log.WarnContext(ctx, "incident record gone before routing to its storm", "incident", ev.IncidentID, "storm", snap.ID)
 	case err != nil:
 		return nil, fmt.Errorf("routing incident %s to storm %s: %w", ev.IncidentID, snap.ID, err)
 	case rec.Count > count:
@@ -363,7 +364,7 @@ func (s *Stage) member(ctx context.Context, ev *incident.Event, ticket uint64) (
 	snap, err := s.storms.Track(ctx, MemberUpdate{StormID: ev.Route, IncidentID: ev.IncidentID, Target: sig.Target, Count: ev.Count, Now: s.clk.Now()})
 	if errors.Is(err, ErrNotFound) {
 		s.m.Dropped.Inc()
-		s.log.Warn("repeat of a member of an unknown storm dropped", "storm", ev.Route, "incident", ev.IncidentID, "fingerprint", ev.Fingerprint, "count", ev.Count)
+		s.log.WarnContext(ctx, "repeat of a member of an unknown storm dropped", "storm", ev.Route, "incident", ev.IncidentID, "fingerprint", ev.Fingerprint, "count", ev.Count)
 		return nil, nil
 	}
 	if err != nil {

@@ -98,10 +98,10 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event)
 		// A newer revision of the incident carries this one.
 	case fold.full:
 		w.m.skipped.WithLabelValues(skipFoldFull).Inc()
-		log.Warn("request's folded incident list is full; incident not counted", "request", host.String())
+		log.WarnContext(ctx, "request's folded incident list is full; incident not counted", "request", host.String())
 	case changed && fold.appended:
 		w.m.folded.Inc()
-		log.Info("incident folded into the active request of its fingerprint", "request", host.String())
+		log.InfoContext(ctx, "incident folded into the active request of its fingerprint", "request", host.String())
 	case !changed:
 		w.m.skipped.WithLabelValues(skipStale).Inc()
 	}
@@ -317,7 +317,7 @@ func (w *Writer) create(ctx context.Context, rr *v1alpha1.RemediationRequest) (b
 	case err == nil:
 		w.m.created.Inc()
 		w.co.seed(rr)
-		w.log.Info("remediation request created", "request", rr.Namespace+"/"+rr.Name,
+		w.log.InfoContext(ctx, "remediation request created", "request", rr.Namespace+"/"+rr.Name,
 			"incident", rr.Spec.IncidentID, "fingerprint", rr.Spec.Fingerprint,
 			"environment", rr.Spec.Environment, "priority", rr.Spec.Priority)
 		return true, nil

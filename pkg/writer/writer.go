@@ -200,6 +200,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		Consumer:    bus.ConsumerSpec{Stage: Stage, Stream: bus.StreamIncidents, Subjects: []string{w.subj.AllIncidents()}},
 		Handler:     w,
 		Concurrency: cfg.Concurrency,
+		Span:        "remediation request write",
 	}); err != nil {
 		return nil, err
 	}
