@@ -86,9 +86,9 @@ type App struct {
 	ownRedis bool
 	// ownTracing: the App built o.Tracing and flushes it on Close.
 	ownTracing bool
-	receiver *receiver.Receiver
-	health   *service.Server
-	built    []string
+	receiver   *receiver.Receiver
+	health     *service.Server
+	built      []string
 }
 
 // New connects the process to the bus (waiting for it, see
