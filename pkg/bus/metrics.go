@@ -18,6 +18,9 @@ type Metrics struct {
 	OldestUnprocessedAge *prometheus.GaugeVec
 	// DLQMessages is the stage's DLQ depth.
 	DLQMessages *prometheus.GaugeVec
+	// OldestRetained is the age of the oldest message its input stream
+	// still keeps: how far back a review (stormweir replay) can look.
+	OldestRetained *prometheus.GaugeVec
 }
 
 // Message results counted by Metrics.Messages.
@@ -66,7 +69,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "stormweir_dlq_messages",
 			Help: "Messages the stage dead-lettered that are still in the DLQ stream (its depth).",
 		}, []string{"stage"}),
+		OldestRetained: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_stream_oldest_retained_age_seconds",
+			Help: "Age of the oldest message the stream still keeps (the deduper reports the signals stream, the aggregator and writer the decisions stream): how far back stormweir replay can look. 0 when the stream is empty.",
+		}, []string{"stream"}),
 	}
-	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages)
+	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages, m.OldestRetained)
 	return m
 }

@@ -24,8 +24,8 @@ func newConsumerStats(js jetstream.JetStream, o WorkerOptions) *consumerStats {
 }
 
 // pollStats refreshes the gauges every StatsInterval until ctx ends. Each
-// round costs the server a consumer info, at most one message read and a
-// DLQ stream info filtered to one subject.
+// round costs the server a consumer info, at most one message read, a
+// DLQ stream info filtered to one subject and an info of the input stream.
 func (w *Worker) pollStats(ctx context.Context) {
 	t := time.NewTicker(w.o.StatsInterval)
 	defer t.Stop()
@@ -56,6 +56,32 @@ func (s *consumerStats) update(ctx context.Context) {
 	if n, err := s.dlqDepth(ctx); err == nil {
 		m.DLQMessages.WithLabelValues(stage).Set(float64(n))
 	}
+	if err == nil {
+		if age, err := s.oldestRetainedAge(ctx, info.Stream); err == nil {
+			m.OldestRetained.WithLabelValues(info.Stream).Set(age.Seconds())
+		}
+	}
+}
+
+// oldestRetainedAge is the age of the oldest message the stage's input
+// stream keeps (0 when it is empty): the retention limits (max_age,
+// max_bytes) decide it, and it is how far back a review can read.
+func (s *consumerStats) oldestRetainedAge(ctx context.Context, stream string) (time.Duration, error) {
+	if s.input == nil {
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			return 0, err
+		}
+		s.input = st
+	}
+	info, err := s.input.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	return max(s.now().Sub(info.State.FirstTime), 0), nil
 }
 
 // oldestUnprocessedAge is how long the oldest message the stage has not

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
 )
 
 // Stream kinds, the suffix of each stream's name.
@@ -40,9 +42,35 @@ func StreamConfigs(cfg config.Bus) []jetstream.StreamConfig {
 	}
 	return []jetstream.StreamConfig{
 		def(StreamSignals, cfg.Signals, subj.AllSignals()),
-		def(StreamIncidents, cfg.Incidents, subj.AllDedup(), subj.AllIncidents()),
+		def(StreamIncidents, cfg.Incidents, subj.AllDedup(), subj.AllIncidents(), subj.AllAudit()),
 		def(StreamDLQ, cfg.DLQ, subj.AllDLQ()),
 	}
+}
+
+// ReviewStreams names the streams a review reads, in the order it reads
+// them: the signals as received, the decisions (incident and storm events,
+// audit records) and the dead letters.
+func ReviewStreams(prefix string) []string {
+	subj := NewSubjects(prefix)
+	return []string{subj.StreamName(StreamSignals), subj.StreamName(StreamIncidents), subj.StreamName(StreamDLQ)}
+}
+
+// AuditOutput is the output recording a as stage's decision. msgID may
+// be empty; when a redelivered input records the same decision again, a
+// msgID derived from the input lets JetStream absorb the copy.
+func AuditOutput(subj Subjects, stage string, a *incident.Audit, msgID string) (Output, error) {
+	data, err := incident.Marshal(a)
+	if err != nil {
+		return Output{}, Permanent(fmt.Errorf("encoding %s audit record: %w", a.Kind, err))
+	}
+	h := nats.Header{}
+	if a.Fingerprint != "" {
+		h.Set(HeaderFingerprint, a.Fingerprint)
+	}
+	if a.IncidentID != "" {
+		h.Set(HeaderIncident, a.IncidentID)
+	}
+	return Output{Subject: subj.Audit(stage), Data: data, MsgID: msgID, Header: h}, nil
 }
 
 // EnsureStreams creates or updates every stream, so a deployment converges

@@ -61,6 +61,13 @@ func (s Subjects) DLQ(stage string) string { return s.prefix + ".dlq." + stage }
 // AllDLQ matches every stage's DLQ.
 func (s Subjects) AllDLQ() string { return s.prefix + ".dlq.>" }
 
+// Audit is where stage records the decisions no message between the
+// stages carries (incident.Audit), for review.
+func (s Subjects) Audit(stage string) string { return s.prefix + ".audit." + stage }
+
+// AllAudit matches every stage's audit records.
+func (s Subjects) AllAudit() string { return s.prefix + ".audit.>" }
+
 // StreamName returns the JetStream stream name for kind ("SIGNALS",
 // "INCIDENTS", "DLQ") under this prefix, e.g. STORMWEIR_SIGNALS.
 func (s Subjects) StreamName(kind string) string {

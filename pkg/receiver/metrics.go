@@ -13,6 +13,8 @@ type metrics struct {
 	signals  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	publish  prometheus.Histogram
+	// auditLost counts records of rejected items not stored (review).
+	auditLost prometheus.Counter
 
 	// bySource caches each endpoint's series, so a request does not hash
 	// label values to find them.
@@ -47,7 +49,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
 		}),
 	}
-	reg.MustRegister(m.requests, m.signals, m.latency, m.publish)
+	m.auditLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "stormweir_receiver_audit_lost_total",
+		Help: "Records of rejected webhook items (for review) not stored on the audit subject.",
+	})
+	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost)
 	return m
 }
 

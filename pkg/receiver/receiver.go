@@ -30,6 +30,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/pkg/tracing"
@@ -61,6 +62,7 @@ type Receiver struct {
 	server   *service.Server
 	mux      *http.ServeMux
 	tracer   trace.Tracer
+	clk      clock.Clock
 }
 
 // Option adjusts a Receiver beyond its configuration.
@@ -148,6 +150,7 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 		metrics:  newMetrics(reg),
 		log:      log,
 		tracer:   o.tracer,
+		clk:      o.clk,
 	}, nil
 }
 
@@ -283,6 +286,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	}
 	m.rejected.Add(float64(len(batch.Rejected)))
 	m.ignored.Add(float64(batch.Ignored))
+	r.recordRejected(req.Context(), src, batch.Rejected)
 	if len(batch.Signals) == 0 && batch.Ignored == 0 {
 		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
 	}
@@ -311,6 +315,32 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 		return http.StatusAccepted
 	}
 	return writeJSON(w, http.StatusAccepted, "application/json", resp)
+}
+
+// recordRejected records the refused items of a request for review
+// (incident.Audit on <prefix>.audit.receiver): the sender got the reasons
+// in the answer, and this keeps them beside the signals that were
+// accepted. The signals do not wait for it; a record that cannot be
+// stored is counted and logged.
+func (r *Receiver) recordRejected(ctx context.Context, src signal.Source, rejected []signal.Rejection) {
+	if len(rejected) == 0 {
+		return
+	}
+	now := r.clk.Now()
+	outs := make([]bus.Output, 0, len(rejected))
+	for _, rj := range rejected {
+		out, err := bus.AuditOutput(r.subjects, "receiver", &incident.Audit{
+			Kind: incident.AuditRejected, Time: now, Source: string(src), Index: rj.Index, Name: rj.Name, Reason: rj.Reason,
+		}, "")
+		if err != nil {
+			continue
+		}
+		outs = append(outs, out)
+	}
+	if _, err := r.pub.Publish(ctx, outs...); err != nil {
+		r.metrics.auditLost.Add(float64(len(outs)))
+		r.log.Warn("records of rejected items not stored", "items", len(outs), "err", err)
+	}
 }
 
 // appendJSON appends r without rejections as encoding/json (through an

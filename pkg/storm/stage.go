@@ -202,31 +202,9 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint
 		return nil, bus.Permanent(fmt.Errorf("incident %s: %w", ev.IncidentID, err))
 	}
 	count := max(ev.Count, 1)
-	rate := s.scoper.Rate(&sig)
-	// Alertmanager's truncatedAlerts are alerts of the group that the
-	// webhook left out: each one lowers the rate threshold, so a group too
-	// large to send in full opens its storm at once.
-	threshold := max(s.cfg.RateThreshold-sig.TruncatedAlerts, 0)
-	// The signal goes to the store as the bytes received: a store keeps
-	// it only when the observation opens a storm.
-	obs := Observation{
-		Type: incident.StormRate, Scope: rate, IncidentID: ev.IncidentID, Unit: ev.IncidentID,
-		Target: sig.Target, Count: count, Threshold: threshold, Window: s.cfg.RateWindow,
-		Inactivity: s.cfg.InactivityTimeout, MaxDuration: s.cfg.MaxDuration, Signal: ev.Signal, Now: now,
-	}
-	d, err := s.storms.Observe(ctx, obs)
+	d, err := Detect(ctx, s.cfg, s.scoper, s.storms, ev, &sig, now)
 	if err != nil {
 		return nil, err
-	}
-	if d.Verdict == Individual && !s.scoper.ClusterWide() {
-		// A pattern storm is one alertname in many scopes: its unit is
-		// the rate scope, so many targets within one scope stay the rate
-		// detector's business.
-		obs.Type, obs.Scope, obs.Unit = incident.StormPattern, s.scoper.Pattern(&sig), rate.Hash
-		obs.Threshold, obs.Window = s.cfg.PatternThreshold, s.cfg.PatternWindow
-		if d, err = s.storms.Observe(ctx, obs); err != nil {
-			return nil, err
-		}
 	}
 	if !d.Replayed {
 		switch d.Verdict {
@@ -243,6 +221,41 @@ func (s *Stage) newIncident(ctx context.Context, ev *incident.Event, ticket uint
 		return s.individual(ctx, ev)
 	}
 	return s.joined(ctx, ev, sig.Target, d, count, now, ticket)
+}
+
+// Detect shows a new incident ev (its signal decoded as sig) to the
+// detectors of cfg at now: the rate detector first, then, for an incident
+// it leaves individual, the pattern detector. It is the aggregator's
+// decision on every new incident; a what-if replay (pkg/review) runs it on
+// recorded incidents with an in-memory store and other settings.
+func Detect(ctx context.Context, cfg config.Aggregator, scoper *Scoper, storms Store, ev *incident.Event, sig *signal.Signal, now time.Time) (Decision, error) {
+	rate := scoper.Rate(sig)
+	// Alertmanager's truncatedAlerts are alerts of the group that the
+	// webhook left out: each one lowers the rate threshold, so a group too
+	// large to send in full opens its storm at once.
+	threshold := max(cfg.RateThreshold-sig.TruncatedAlerts, 0)
+	// The signal goes to the store as the bytes received: a store keeps
+	// it only when the observation opens a storm.
+	obs := Observation{
+		Type: incident.StormRate, Scope: rate, IncidentID: ev.IncidentID, Unit: ev.IncidentID,
+		Target: sig.Target, Count: max(ev.Count, 1), Threshold: threshold, Window: cfg.RateWindow,
+		Inactivity: cfg.InactivityTimeout, MaxDuration: cfg.MaxDuration, Signal: ev.Signal, Now: now,
+	}
+	d, err := storms.Observe(ctx, obs)
+	if err != nil {
+		return Decision{}, err
+	}
+	if d.Verdict == Individual && !scoper.ClusterWide() {
+		// A pattern storm is one alertname in many scopes: its unit is
+		// the rate scope, so many targets within one scope stay the rate
+		// detector's business.
+		obs.Type, obs.Scope, obs.Unit = incident.StormPattern, scoper.Pattern(sig), rate.Hash
+		obs.Threshold, obs.Window = cfg.PatternThreshold, cfg.PatternWindow
+		if d, err = storms.Observe(ctx, obs); err != nil {
+			return Decision{}, err
+		}
+	}
+	return d, nil
 }
 
 // individual records the route and forwards the incident to the writer.
@@ -330,14 +343,28 @@ func (s *Stage) joined(ctx context.Context, ev *incident.Event, target signal.Ta
 		}
 	}
 	upTo := s.co.done(ticket, &snap)
+	// The storm events count members; which incident joined which storm
+	// is recorded for review (one record per member, absorbed on
+	// redelivery by its msg-id).
+	routed, err := bus.AuditOutput(s.subj, StageName, &incident.Audit{
+		Kind: incident.AuditRouted, Time: now, IncidentID: ev.IncidentID, Fingerprint: ev.Fingerprint,
+		StormID: snap.ID, StormType: snap.Type, Opened: d.Verdict == Opened,
+	}, "routed:"+ev.IncidentID)
+	if err != nil {
+		return nil, err
+	}
 	if d.Verdict == Opened {
 		out, err := s.stormOutput(&snap, incident.StormOpened)
 		if err != nil {
 			return nil, err
 		}
-		return []bus.Output{out}, nil
+		return []bus.Output{out, routed}, nil
 	}
-	return s.coalesced(ctx, &snap, upTo)
+	outs, err := s.coalesced(ctx, &snap, upTo)
+	if err != nil {
+		return nil, err
+	}
+	return append(outs, routed), nil
 }
 
 // coalesced waits for the decisions in flight beside this one and returns

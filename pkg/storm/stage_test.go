@@ -272,14 +272,23 @@ func TestStage_redeliveryRepublishesTheSameOutputs(t *testing.T) {
 		n++
 		outs, err := p.agg.Handle(ctx, &bus.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
 		require.NoError(t, err)
-		require.Len(t, outs, 1)
 		var ev incident.Event
 		require.NoError(t, json.Unmarshal(m.Data(), &ev))
 		if outs[0].Subject == p.subj.IncidentsOpen() {
+			require.Len(t, outs, 1)
 			assert.Equal(t, "open:"+ev.IncidentID, outs[0].MsgID)
 			assert.Contains(t, before.openIDs(), ev.IncidentID)
 			continue
 		}
+		// A storm's incident: the storm event, and the record of which
+		// storm the incident joined, under the same id as the first time.
+		require.Len(t, outs, 2)
+		assert.Equal(t, p.subj.Audit(storm.StageName), outs[1].Subject)
+		assert.Equal(t, "routed:"+ev.IncidentID, outs[1].MsgID)
+		var routed incident.Audit
+		require.NoError(t, json.Unmarshal(outs[1].Data, &routed))
+		assert.Equal(t, incident.Audit{Kind: incident.AuditRouted, Time: routed.Time, IncidentID: ev.IncidentID, Fingerprint: ev.Fingerprint,
+			StormID: s.StormID, StormType: incident.StormRate, Opened: routed.Opened}, routed)
 		var st incident.Storm
 		require.NoError(t, json.Unmarshal(outs[0].Data, &st))
 		assert.Equal(t, s.StormID, st.StormID)

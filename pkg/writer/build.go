@@ -148,6 +148,8 @@ type placement struct {
 	origin      string // the signal's namespace when the fallback was used
 	environment string
 	priority    string
+	// envRule and prioRule say which rules classified the request.
+	envRule, prioRule string
 }
 
 // newRequest builds the RemediationRequest for an incident: spec and
@@ -183,9 +185,16 @@ func newRequest(id, fp string, sig *signal.Signal, pl placement, maxAnnotationBy
 	setLabel(l, v1alpha1.LabelSeverity, string(sig.Severity))
 	setLabel(l, v1alpha1.LabelEnvironment, pl.environment)
 	setLabel(l, v1alpha1.LabelPriority, pl.priority)
+	rr.Annotations = map[string]string{}
+	if pl.envRule != "" {
+		rr.Annotations[v1alpha1.AnnotationEnvironmentRule] = pl.envRule
+	}
+	if pl.prioRule != "" {
+		rr.Annotations[v1alpha1.AnnotationPriorityRule] = pl.prioRule
+	}
 	if pl.origin != "" {
 		setLabel(l, v1alpha1.LabelOriginNamespace, pl.origin)
-		rr.Annotations = map[string]string{v1alpha1.AnnotationOriginNamespace: pl.origin}
+		rr.Annotations[v1alpha1.AnnotationOriginNamespace] = pl.origin
 	}
 	return rr
 }

@@ -55,37 +55,46 @@ func NewClassifier(cfg config.Writer, cache client.Reader) (*Classifier, error) 
 // order), then the override ConfigMap (key = namespace name), then the
 // name patterns, else EnvironmentUnknown. ns need not exist.
 func (c *Classifier) Environment(ctx context.Context, ns string) (string, error) {
+	env, _, err := c.EnvironmentRule(ctx, ns)
+	return env, err
+}
+
+// EnvironmentRule is Environment with the rule that decided, in words
+// recorded on the request and in its write record: `label env on
+// namespace prod-eu`, `override ConfigMap ns/name`, `pattern "^prod-"`
+// (writer.environment.patterns[0]), or `no rule matched`.
+func (c *Classifier) EnvironmentRule(ctx context.Context, ns string) (env, rule string, err error) {
 	if ns == "" {
-		return EnvironmentUnknown, nil
+		return EnvironmentUnknown, "no namespace", nil
 	}
 	var nsObj corev1.Namespace
 	switch err := c.cache.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); {
 	case err == nil:
 		for _, k := range c.labelKeys {
 			if v := nsObj.Labels[k]; v != "" {
-				return v, nil
+				return v, fmt.Sprintf("label %s on namespace %s", k, ns), nil
 			}
 		}
 	case !apierrors.IsNotFound(err):
-		return "", fmt.Errorf("reading namespace %s from cache: %w", ns, err)
+		return "", "", fmt.Errorf("reading namespace %s from cache: %w", ns, err)
 	}
 	if c.override != nil {
 		var cm corev1.ConfigMap
 		switch err := c.cache.Get(ctx, *c.override, &cm); {
 		case err == nil:
 			if v := strings.TrimSpace(cm.Data[ns]); v != "" {
-				return v, nil
+				return v, fmt.Sprintf("override ConfigMap %s, key %s", c.override, ns), nil
 			}
 		case !apierrors.IsNotFound(err):
-			return "", fmt.Errorf("reading environment override %s from cache: %w", c.override, err)
+			return "", "", fmt.Errorf("reading environment override %s from cache: %w", c.override, err)
 		}
 	}
-	for _, p := range c.patterns {
+	for i, p := range c.patterns {
 		if p.re.MatchString(ns) {
-			return p.env, nil
+			return p.env, fmt.Sprintf("writer.environment.patterns[%d] %q", i, p.re.String()), nil
 		}
 	}
-	return EnvironmentUnknown, nil
+	return EnvironmentUnknown, "no rule matched", nil
 }
 
 // Priority returns the priority of the first rule matching severity and
@@ -94,13 +103,32 @@ func (c *Classifier) Priority(severity, environment string) string {
 	return Priority(c.rules, severity, environment)
 }
 
+// PriorityRule is Priority with the rule that decided, in words.
+func (c *Classifier) PriorityRule(severity, environment string) (priority, rule string) {
+	return PriorityRule(c.rules, severity, environment)
+}
+
 // Priority applies rules in order; the first match wins, P2 when none does.
 func Priority(rules []config.PriorityRule, severity, environment string) string {
+	p, _ := PriorityRule(rules, severity, environment)
+	return p
+}
+
+// PriorityRule is Priority with the rule that decided:
+// `writer.priority[1] (severity critical, environment *)`, or `no rule
+// matched (default P2)`.
+func PriorityRule(rules []config.PriorityRule, severity, environment string) (priority, rule string) {
 	match := func(rule, v string) bool { return rule == "" || rule == "*" || rule == v }
-	for _, r := range rules {
+	any := func(v string) string {
+		if v == "" {
+			return "*"
+		}
+		return v
+	}
+	for i, r := range rules {
 		if match(r.Severity, severity) && match(r.Environment, environment) {
-			return r.Priority
+			return r.Priority, fmt.Sprintf("writer.priority[%d] (severity %s, environment %s)", i, any(r.Severity), any(r.Environment))
 		}
 	}
-	return "P2"
+	return "P2", "no rule matched (default P2)"
 }

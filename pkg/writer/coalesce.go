@@ -77,7 +77,11 @@ type coalescer struct {
 
 	// flushes are the writes in progress. flushCtx is theirs: run
 	// cancels it at shutdown once the drain budget is spent.
-	flushes     sync.WaitGroup
+	flushes sync.WaitGroup
+	// written records a status write of subject's revision rev, for
+	// review; called by the flush after its waiters were released.
+	written func(ctx context.Context, key types.NamespacedName, subject string, rev int64)
+
 	flushCtx    context.Context
 	stopFlushes context.CancelFunc
 
@@ -337,6 +341,13 @@ func (co *coalescer) flush(e *entry) {
 	co.mu.Unlock()
 	for i, pm := range batch {
 		pm.finish(submitResult{changed: err == nil && changed[i], err: err})
+	}
+	if err == nil && wrote && co.written != nil {
+		for i, pm := range batch {
+			if changed[i] {
+				co.written(co.flushCtx, e.key, pm.subject, pm.rev)
+			}
+		}
 	}
 }
 

@@ -261,11 +261,12 @@ func (w *Writer) place(ctx context.Context, sig *signal.Signal, namespaces ...st
 			break
 		}
 	}
-	env, err := w.classifier.Environment(ctx, ns)
+	env, envRule, err := w.classifier.EnvironmentRule(ctx, ns)
 	if err != nil {
 		return placement{}, err
 	}
-	pl := placement{namespace: ns, environment: env, priority: w.classifier.Priority(string(sig.Severity), env)}
+	prio, prioRule := w.classifier.PriorityRule(string(sig.Severity), env)
+	pl := placement{namespace: ns, environment: env, priority: prio, envRule: envRule, prioRule: prioRule}
 	usable, err := w.namespaceUsable(ctx, ns)
 	if err != nil {
 		return placement{}, err
@@ -320,6 +321,13 @@ func (w *Writer) create(ctx context.Context, rr *v1alpha1.RemediationRequest) (b
 		w.log.InfoContext(ctx, "remediation request created", "request", rr.Namespace+"/"+rr.Name,
 			"incident", rr.Spec.IncidentID, "fingerprint", rr.Spec.Fingerprint,
 			"environment", rr.Spec.Environment, "priority", rr.Spec.Priority)
+		w.record(ctx, &incident.Audit{
+			Kind: incident.AuditWritten, Time: w.clock.Now(), IncidentID: rr.Spec.IncidentID, Fingerprint: rr.Spec.Fingerprint,
+			Request: rr.Namespace + "/" + rr.Name, Operation: incident.WriteCreated, Revision: rr.Status.ObservedRevision,
+			Environment: rr.Spec.Environment, EnvironmentRule: rr.Annotations[v1alpha1.AnnotationEnvironmentRule],
+			Priority: rr.Spec.Priority, PriorityRule: rr.Annotations[v1alpha1.AnnotationPriorityRule],
+			FallbackFrom: rr.Annotations[v1alpha1.AnnotationOriginNamespace],
+		}, "created:"+rr.Namespace+"/"+rr.Name)
 		return true, nil
 	case apierrors.IsAlreadyExists(err):
 		return false, nil
@@ -376,6 +384,29 @@ func (w *Writer) handleStorm(ctx context.Context, m *bus.Msg, s *incident.Storm)
 		w.observeLatency(m)
 	}
 	return nil
+}
+
+// record publishes a write record for review (incident.Audit). It is
+// published after the write and is not needed for any decision, so a
+// failure is logged and counted, never retried into a second write.
+func (w *Writer) record(ctx context.Context, a *incident.Audit, msgID string) {
+	out, err := bus.AuditOutput(w.subj, Stage, a, msgID)
+	if err == nil {
+		_, err = w.pub.Publish(ctx, out)
+	}
+	if err != nil {
+		w.m.auditLost.Inc()
+		w.log.Warn("write record not stored", "request", a.Request, "incident", a.IncidentID, "err", err)
+	}
+}
+
+// written records a coalesced status write of subject (an incident or
+// storm id) at revision rev.
+func (w *Writer) written(ctx context.Context, key types.NamespacedName, subject string, rev int64) {
+	w.record(ctx, &incident.Audit{
+		Kind: incident.AuditWritten, Time: w.clock.Now(), IncidentID: subject,
+		Request: key.String(), Operation: incident.WriteUpdated, Revision: rev,
+	}, fmt.Sprintf("updated:%s:%s:%d", key, subject, rev))
 }
 
 // observeLatency records receipt → write for the message's signal.

@@ -27,6 +27,7 @@ type metrics struct {
 	skipped   *prometheus.CounterVec
 	ended     prometheus.Counter
 	refreshed prometheus.Counter
+	auditLost prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -69,7 +70,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Incident events written with their record's newer state (read from the incident record) because the writer was behind.",
 		}),
 	}
-	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended, m.refreshed)
+	m.auditLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "stormweir_writer_audit_lost_total",
+		Help: "Write records (for review) not stored on the audit subject; the writes themselves were done.",
+	})
+	reg.MustRegister(m.created, m.updated, m.folded, m.api, m.coalesced, m.latency, m.skipped, m.ended, m.refreshed, m.auditLost)
 	return m
 }
 

@@ -124,6 +124,8 @@ type Writer struct {
 	hosts    *hostMemo
 	synced   atomic.Bool
 	worker   *bus.Worker
+	// pub records the writes for review (incident.Audit).
+	pub *bus.Publisher
 	// drain bounds the writes still in progress at shutdown
 	// (worker.drain_timeout).
 	drain time.Duration
@@ -146,6 +148,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		m:        newMetrics(o.Process.Registry),
 		terminal: map[string]bool{},
 		hosts:    newHostMemo(time.Minute, o.Clock),
+		pub:      o.Process.Publisher(),
 	}
 	for _, ph := range cfg.TerminalPhases {
 		w.terminal[ph] = true
@@ -192,6 +195,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 		return nil, err
 	}
 	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, o.Clock, w.m, w.log)
+	w.co.written = w.written
 	w.ender = newEnder(o.Records, w.cache, w.terminal, w.m, w.log)
 	// Handlers wait for the coalesced write that covers their message, so
 	// the writer runs far more of them than CPU-bound stages

@@ -19,6 +19,14 @@ const (
 	// AnnotationOriginNamespace keeps the origin namespace in full when it
 	// does not fit a label value.
 	AnnotationOriginNamespace = "stormweir.io/origin-namespace"
+	// AnnotationEnvironmentRule says which rule classified the request's
+	// environment (a namespace label, the override ConfigMap, a name
+	// pattern, or none), so `kubectl get rr -o yaml` shows why.
+	AnnotationEnvironmentRule = "stormweir.io/environment-rule"
+	// AnnotationPriorityRule says which writer.priority rule (by index,
+	// with its severity and environment) gave the priority, or that none
+	// matched and the default applied.
+	AnnotationPriorityRule = "stormweir.io/priority-rule"
 )
 
 // Bounds of the lists the writer keeps in status.
