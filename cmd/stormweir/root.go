@@ -16,6 +16,8 @@ import (
 var commands = []func() *cobra.Command{
 	newRunCommand,
 	newLoadgenCommand,
+	newReplayCommand,
+	newExplainCommand,
 	newDLQCommand,
 	cli.Version,
 }

@@ -239,6 +239,23 @@ func startNATS(cfg config.AllInOne) (*server.Server, error) {
 	return srv, nil
 }
 
+// OpenStore starts an embedded JetStream server on the store of a
+// stopped `stormweir run` in dataDir, listening nowhere, so that its
+// streams can be reviewed (connect with nats.InProcessServer). It does
+// not start the stages. Shut the server down when done. A data directory
+// without a store is an error, not an empty pipeline.
+func OpenStore(dataDir string) (*server.Server, error) {
+	store := filepath.Join(dataDir, "jetstream")
+	if fi, err := os.Stat(store); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("no stormweir run data in %s (no %s directory)", dataDir, store)
+	}
+	srv, err := startNATS(config.AllInOne{DataDir: dataDir})
+	if err != nil {
+		return nil, fmt.Errorf("opening the streams of %s: %w", dataDir, err)
+	}
+	return srv, nil
+}
+
 // ensureToken creates the generated webhook token file when Effective
 // chose it and it does not exist yet: a random token, kept in the data dir
 // so it is stable across restarts and easy to read for curl.

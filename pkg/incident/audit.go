@@ -14,6 +14,9 @@ const (
 	AuditWritten AuditKind = "written"
 	// AuditRejected: the receiver refused an item of a webhook.
 	AuditRejected AuditKind = "rejected"
+	// AuditEnded: the remediation controller set a terminal phase on a
+	// request, and the writer ended its incidents.
+	AuditEnded AuditKind = "ended"
 )
 
 // Write operations of an AuditWritten record.
@@ -54,6 +57,9 @@ type Audit struct {
 	// FallbackFrom is the signal's namespace when the request went to
 	// the fallback namespace because that one does not exist.
 	FallbackFrom string `json:"fallbackFrom,omitempty"`
+	// Phase is the terminal phase the remediation controller set
+	// (AuditEnded).
+	Phase string `json:"phase,omitempty"`
 
 	// AuditRejected: the item's source, position and name, and why.
 	Source string `json:"source,omitempty"`

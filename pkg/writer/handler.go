@@ -409,6 +409,15 @@ func (w *Writer) written(ctx context.Context, key types.NamespacedName, subject 
 	}, fmt.Sprintf("updated:%s:%s:%d", key, subject, rev))
 }
 
+// endedRecord records that the remediation controller set rr's terminal
+// phase and its incidents ended.
+func (w *Writer) endedRecord(ctx context.Context, rr *v1alpha1.RemediationRequest) {
+	w.record(ctx, &incident.Audit{
+		Kind: incident.AuditEnded, Time: w.clock.Now(), IncidentID: rr.Spec.IncidentID, Fingerprint: rr.Spec.Fingerprint,
+		Request: rr.Namespace + "/" + rr.Name, Phase: rr.Status.Phase,
+	}, "ended:"+string(rr.UID))
+}
+
 // observeLatency records receipt → write for the message's signal.
 func (w *Writer) observeLatency(m *bus.Msg) {
 	v := m.Header.Get(bus.HeaderReceivedAt)

@@ -31,6 +31,8 @@ type ender struct {
 	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	m        *metrics
 	log      *slog.Logger
+	// ended records, for review, that rr's incidents ended.
+	ended func(ctx context.Context, rr *v1alpha1.RemediationRequest)
 
 	mu sync.Mutex
 	// done holds the requests ended by this process, by uid and the number
@@ -135,5 +137,8 @@ func (en *ender) end(ctx context.Context, key types.NamespacedName) error {
 	en.m.ended.Add(float64(len(ids)))
 	en.log.Info("request reached a terminal phase; incident ended", "request", key.String(),
 		"phase", rr.Status.Phase, "fingerprint", rr.Spec.Fingerprint, "incidents", len(ids))
+	if en.ended != nil {
+		en.ended(ctx, &rr)
+	}
 	return nil
 }

@@ -197,6 +197,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, o.Clock, w.m, w.log)
 	w.co.written = w.written
 	w.ender = newEnder(o.Records, w.cache, w.terminal, w.m, w.log)
+	w.ender.ended = w.endedRecord
 	// Handlers wait for the coalesced write that covers their message, so
 	// the writer runs far more of them than CPU-bound stages
 	// (writer.concurrency).
