@@ -113,6 +113,7 @@ var scenarios = []scenario{
 	{"new-incidents", (*bench).newIncidents},
 	{"latency", (*bench).latency},
 	{"storm", (*bench).storm},
+	{"replay", (*bench).replay},
 }
 
 func scenarioNames() []string {
