@@ -23,6 +23,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/receiver"
 	"github.com/stormweir/stormweir/pkg/service"
@@ -186,6 +187,18 @@ func TestReceiver_invalidAlertsAreRejectedOneByOne(t *testing.T) {
 	}
 	assert.Equal(t, []int{2, 5, 7}, idx)
 	assert.Len(t, h.stored(), 7)
+
+	// Each refused item is recorded for review with the reason answered,
+	// at the receipt time.
+	subj := bus.NewSubjects(h.cfg.Bus.Prefix)
+	recs := testenv.ReadStream(t, h.conn.JS, subj.StreamName(bus.StreamIncidents), subj.Audit("receiver"))
+	require.Len(t, recs, 3)
+	for i, m := range recs {
+		var a incident.Audit
+		require.NoError(t, json.Unmarshal(m.Data, &a))
+		assert.Equal(t, incident.Audit{Kind: incident.AuditRejected, Time: h.clk.Now(), Source: "alertmanager",
+			Index: r.Rejected[i].Index, Name: r.Rejected[i].Name, Reason: r.Rejected[i].Reason}, a)
+	}
 }
 
 func TestReceiver_samePayloadTwiceIsStoredOnce(t *testing.T) {
