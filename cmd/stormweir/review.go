@@ -39,8 +39,16 @@ func (f *reviewFlags) bind(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	f.sel.Bind(fs)
 	fs.StringVar(&f.prefix, "prefix", "", "bus prefix of the pipeline (bus.prefix)")
-	fs.StringVar(&f.dataDir, "data-dir", "", "read a stopped `stormweir run`'s streams from its data directory (while it runs, set allinone.nats_listen and use --nats-url)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "read the streams of a stopped all-in-one (stormweir run) from its data directory (while it runs, set allinone.nats_listen and use --nats-url)")
 	fs.BoolVar(&f.progress, "progress", true, "show a progress bar on stderr when it is a terminal")
+	// A review runs no stage: the listeners, Redis and the cluster are
+	// not its business.
+	for _, name := range []string{"listen", "metrics-listen", "redis-addrs", "kubeconfig"} {
+		_ = fs.MarkHidden(name)
+	}
+	if set := fs.Lookup("set"); set != nil {
+		set.Usage = "a setting: bus.* and log.* say where and how to read; for replay any other key is a setting to try (a what-if), e.g. --set aggregator.rate_threshold=50 (repeatable)"
+	}
 }
 
 // load builds the pipeline's configuration from the file, the
