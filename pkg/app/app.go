@@ -205,7 +205,9 @@ func (a *App) RestConfig() (*rest.Config, error) {
 // Receiver builds the HTTP intake; it binds receiver.listen, which then
 // also serves the process's /healthz, /readyz and /metrics.
 func (a *App) Receiver() (*receiver.Receiver, error) {
-	var opts []receiver.Option
+	// The receipt time each signal carries is the App's clock, as every
+	// other stage's time: a replay on a fake clock sees one time line.
+	opts := []receiver.Option{receiver.WithClock(a.o.Clock)}
 	if a.o.RestConfig != nil {
 		// The API server given for the writer also reviews tokens.
 		opts = append(opts, receiver.WithRestConfig(a.o.RestConfig))

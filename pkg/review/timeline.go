@@ -240,13 +240,13 @@ func (b *builder) decision(subj bus.Subjects, m *Msg) error {
 	t := b.timeline(ev.IncidentID, KindIncident, ev.Fingerprint)
 	r := Row{Stage: StageDeduper, Event: string(ev.Decision), Evidence: evidence(m), Signal: sigID,
 		Status: string(ev.State), Count: ev.Count, Flaps: ev.Flaps, Revision: ev.Revision, seq: m.Seq}
+	// The deduper's time of the decision: the record's last-seen time.
 	at := ev.LastSeen
 	switch ev.Decision {
 	case incident.DecisionNew:
 		var sig signal.Signal
 		if err := signal.Decode(ev.Signal, &sig); err == nil {
 			t.Name, t.Source, t.Target, t.Labels = sig.Name, string(sig.Source), targetString(sig.Target), SignalLabels(&sig)
-			at = sig.ReceivedAt
 			t.Rows = append(t.Rows, signalRow(&sig, evidence(m), m.Seq))
 		}
 		r.Detail = "opened the incident"

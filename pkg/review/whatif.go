@@ -3,6 +3,7 @@ package review
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -206,7 +207,10 @@ func (s *Simulator) decide(n *newIncident) error {
 		}
 		so.Members++
 	}
-	if _, err := s.records.SetRoute(s.ctx, ev.Fingerprint, ev.IncidentID, r.Route); err != nil {
+	// The route is recorded as the aggregator does; the deduper's
+	// decisions were all taken first, so the record may have expired or
+	// been replaced since (ErrNotFound), which changes no route.
+	if _, err := s.records.SetRoute(s.ctx, ev.Fingerprint, ev.IncidentID, r.Route); err != nil && !errors.Is(err, record.ErrNotFound) {
 		return fmt.Errorf("simulating the route of incident %s: %w", ev.IncidentID, err)
 	}
 	s.out.Incidents[ev.IncidentID] = r
