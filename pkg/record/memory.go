@@ -28,6 +28,25 @@ type MemoryStore struct {
 type memRecord struct {
 	Record
 	expires int64 // ms; the record is gone at or after this instant
+	// events is the highest count counted per Kubernetes event uid.
+	events map[string]int64
+}
+
+// add counts the occurrences sig reports on r and returns how many were
+// new: one for a signal that is one occurrence by itself, the rise of its
+// count over the highest one counted for a Kubernetes event (zero for a
+// re-post of a count already counted).
+func (r *memRecord) add(sig *signal.Head) int64 {
+	key, n := sig.Occurrences()
+	if key == "" {
+		return 1
+	}
+	if r.events == nil {
+		r.events = map[string]int64{}
+	}
+	added := max(n-r.events[key], 0)
+	r.events[key] = max(n, r.events[key])
+	return added
 }
 
 type seenKey struct{ fingerprint, msgID string }
@@ -91,15 +110,16 @@ func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Head, msgID string
 		d = incident.DecisionNew
 		r = &memRecord{Record: Record{
 			IncidentID: IncidentID(fp, msgID), Fingerprint: fp, State: incident.StateFiring,
-			Count: 1, FirstSeen: fromMS(now), LastSeen: fromMS(now), Revision: 1, Route: incident.RouteUndecided,
+			FirstSeen: fromMS(now), LastSeen: fromMS(now), Revision: 1, Route: incident.RouteUndecided,
 		}, expires: now + window}
+		r.Count = r.add(sig)
 		s.records[fp] = r
 	case r == nil:
 		d = incident.DecisionResolvedUnknown
 		delete(s.records, fp)
 	case r.State == incident.StateFiring && sig.Firing():
 		d = incident.DecisionOccurrence
-		r.Count++
+		r.Count += r.add(sig)
 		r.LastSeen = fromMS(now)
 		r.Revision++
 		r.expires = now + window
@@ -112,7 +132,7 @@ func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Head, msgID string
 	case sig.Firing():
 		d = incident.DecisionReopened
 		r.State = incident.StateFiring
-		r.Count++
+		r.Count += r.add(sig)
 		r.Flaps++
 		r.LastSeen = fromMS(now)
 		r.ResolvedAt = time.Time{}

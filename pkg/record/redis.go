@@ -20,7 +20,8 @@ import (
 // one fingerprint's record at once, and it touches keys that share the
 // fingerprint as hash tag, so in Redis Cluster the script runs on one slot:
 //
-//	<prefix>:{<fingerprint>}:inc          hash: id state count flaps first last resolved rev route exp
+//	<prefix>:{<fingerprint>}:inc          hash: id state count flaps first last resolved rev route exp,
+//	                                      and e:<uid> per Kubernetes event: the highest count counted
 //	<prefix>:{<fingerprint>}:seen:<msgID> the decision taken for that message, "decision|exp|incidentID"
 //
 // Time. "now" is the injected clock's, passed to the script; the record's
@@ -66,8 +67,10 @@ var recordFields = []any{"id", "state", "count", "flaps", "first", "last", "reso
 
 // decideScript takes one decision. KEYS: record, seen mark. ARGV: now,
 // firing (1/0), id of a new incident, then deadline and TTL (ms) of the
-// window, the reopen window and the seen mark. Reply: {decision,
-// duplicate (0/1), record fields 1..9 when there is a record to report}.
+// window, the reopen window and the seen mark, then the Kubernetes event
+// uid and count (empty and 0 for a signal that is one occurrence by
+// itself). Reply: {decision, duplicate (0/1), record fields 1..9 when
+// there is a record to report}.
 var decideScript = redis.NewScript(`#!lua
 local now = tonumber(ARGV[1])
 local F = {'id','state','count','flaps','first','last','resolved','rev','route','exp'}
@@ -111,12 +114,28 @@ else
   d = 'resolved_unknown'
 end
 if ttl then
+  -- A new record starts empty: an expired one may still hold the event
+  -- counts of the incident before it.
+  if d == 'new' then redis.call('DEL', KEYS[1]) end
   -- One write of every field: the script is atomic, so computing the new
   -- values here is as safe as HINCRBY and costs one command.
-  if firing then r[3] = tostring(tonumber(r[3]) + 1) end
+  local extra = {}
+  if firing then
+    local add = 1
+    local n = tonumber(ARGV[11])
+    if n > 0 then
+      -- A Kubernetes event carries its own count: it adds what it rose
+      -- by over the highest count of its uid counted so far.
+      local f = 'e:' .. ARGV[10]
+      local prev = tonumber(redis.call('HGET', KEYS[1], f) or '0')
+      add = math.max(n - prev, 0)
+      if n > prev then extra = {f, ARGV[11]} end
+    end
+    r[3] = tostring(tonumber(r[3]) + add)
+  end
   r[8] = tostring(tonumber(r[8]) + 1)
   redis.call('HSET', KEYS[1], 'id', r[1], 'state', r[2], 'count', r[3], 'flaps', r[4], 'first', r[5],
-    'last', r[6], 'resolved', r[7], 'rev', r[8], 'route', r[9], 'exp', r[10])
+    'last', r[6], 'resolved', r[7], 'rev', r[8], 'route', r[9], 'exp', r[10], unpack(extra))
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 local id = ''
@@ -156,11 +175,13 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Head, msgID string)
 	}
 	window, reopen, seen := s.cfg.Window.Milliseconds(), s.cfg.ReopenWindow.Milliseconds(), s.cfg.SeenTTL.Milliseconds()
 	grace := gcGrace.Milliseconds()
+	uid, n := sig.Occurrences()
 	v, err := decideScript.Run(ctx, s.c, []string{s.recordKey(fp), s.seenKey(fp, msgID)},
 		now, firing, IncidentID(fp, msgID),
 		now+window, window+grace,
 		now+reopen, reopen+grace,
 		now+seen, seen+grace,
+		uid, n,
 	).Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("deciding on fingerprint %s in redis: %w", fp, err)

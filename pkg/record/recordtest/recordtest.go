@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore NewStore) {
 		fn   func(t *testing.T, s record.Store, clk *clock.Fake)
 	}{
 		{"new_then_occurrences", testNewThenOccurrences},
+		{"event_counts_are_occurrences", testEventCounts},
 		{"window_slides_then_expires", testWindow},
 		{"resolve_then_reopen", testResolveReopen},
 		{"reopen_window_expires", testReopenWindowExpires},
@@ -103,6 +104,55 @@ func testNewThenOccurrences(t *testing.T, s record.Store, clk *clock.Fake) {
 	got, err := s.Get(context.Background(), "fp1")
 	require.NoError(t, err)
 	assert.Equal(t, r.Record, got)
+}
+
+// eventSig is the head of a Kubernetes event of uid with its own count.
+func eventSig(fp, uid string, count int32) *signal.Head {
+	h := Sig(fp, firing)
+	h.EventUID, h.EventCount = uid, count
+	return h
+}
+
+func testEventCounts(t *testing.T, s record.Store, clk *clock.Fake) {
+	ctx := context.Background()
+	steps := []struct {
+		what     string
+		sig      *signal.Head
+		decision incident.Decision
+		count    int64
+	}{
+		{"an event seen 7 times opens the incident at 7", eventSig("fp", "u1", 7), incident.DecisionNew, 7},
+		{"its count rises to 9: 9 occurrences, not 8", eventSig("fp", "u1", 9), incident.DecisionOccurrence, 9},
+		{"re-posted at 9: nothing new", eventSig("fp", "u1", 9), incident.DecisionOccurrence, 9},
+		{"an older copy at 8: nothing new", eventSig("fp", "u1", 8), incident.DecisionOccurrence, 9},
+		{"a second event of the fingerprint adds its own 3", eventSig("fp", "u2", 3), incident.DecisionOccurrence, 12},
+		{"an alert is one occurrence", Sig("fp", firing), incident.DecisionOccurrence, 13},
+		{"the first event rises to 10: one more", eventSig("fp", "u1", 10), incident.DecisionOccurrence, 14},
+	}
+	var id string
+	for i, st := range steps {
+		clk.Advance(time.Second)
+		r, err := s.Decide(ctx, st.sig, fmt.Sprintf("m%d", i))
+		require.NoError(t, err, st.what)
+		assert.Equal(t, st.decision, r.Decision, st.what)
+		assert.Equal(t, st.count, r.Record.Count, st.what)
+		assert.EqualValues(t, i+1, r.Record.Revision, st.what)
+		if id == "" {
+			id = r.Record.IncidentID
+		}
+		assert.Equal(t, id, r.Record.IncidentID, st.what)
+	}
+
+	// The next incident of the fingerprint counts its events afresh.
+	clk.Advance(Config.Window)
+	r, err := s.Decide(ctx, eventSig("fp", "u1", 11), "m-next")
+	require.NoError(t, err)
+	assert.Equal(t, incident.DecisionNew, r.Decision)
+	assert.NotEqual(t, id, r.Record.IncidentID)
+	assert.EqualValues(t, 11, r.Record.Count, "a new incident starts at the event's own count")
+	r, err = s.Decide(ctx, eventSig("fp", "u2", 3), "m-next-2")
+	require.NoError(t, err)
+	assert.EqualValues(t, 14, r.Record.Count, "the event counted in the expired incident counts again in the new one")
 }
 
 func testWindow(t *testing.T, s record.Store, clk *clock.Fake) {
