@@ -128,7 +128,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		return err
 	}
 	defer a.Close()
-	stages, err := a.Build(ctx, app.Receiver, app.Deduper, app.Aggregator)
+	names := []string{app.Receiver, app.Deduper, app.Aggregator}
+	if watch(cfg.AllInOne.Watcher, sink) {
+		names = append(names, app.Watcher)
+	}
+	stages, err := a.Build(ctx, names...)
 	if err != nil {
 		return err
 	}
@@ -165,6 +169,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 		o.Ready(addr)
 	}
 	return a.Run(ctx, stages...)
+}
+
+// watch reports whether `stormweir run` watches Kubernetes events:
+// allinone.watcher on, or auto with a cluster to write to.
+func watch(mode, sink string) bool {
+	return mode == "on" || mode == "auto" && sink == app.Writer
 }
 
 // chooseSink returns app.Writer and its API server configuration for the

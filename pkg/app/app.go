@@ -23,6 +23,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/dedup"
+	"github.com/stormweir/stormweir/pkg/eventwatch"
 	"github.com/stormweir/stormweir/pkg/receiver"
 	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/redisclient"
@@ -38,6 +39,9 @@ const (
 	Deduper    = "deduper"
 	Aggregator = "aggregator"
 	Writer     = "writer"
+	// Watcher is the Kubernetes event watcher, which the receiver
+	// process runs when watcher.enabled is set.
+	Watcher = "watcher"
 )
 
 // Stages lists the stages in pipeline order.
@@ -65,7 +69,8 @@ type Options struct {
 	Incidents record.Store
 	Storms    storm.Store
 	// RestConfig reaches the Kubernetes API server; loaded from
-	// writer.kubeconfig (or the usual places) when nil.
+	// writer.kubeconfig (or the usual places) when nil, and for the
+	// watcher from watcher.kubeconfig.
 	RestConfig *rest.Config
 	// Tracing replaces the tracer provider the tracing section asks for,
 	// e.g. with one over an in-memory exporter; it is the caller's to shut
@@ -202,6 +207,27 @@ func (a *App) RestConfig() (*rest.Config, error) {
 	return a.o.RestConfig, nil
 }
 
+// Watcher builds the Kubernetes event watcher, publishing on the
+// process's publisher.
+func (a *App) Watcher() (*eventwatch.Watcher, error) {
+	rc := a.o.RestConfig
+	if rc == nil {
+		var err error
+		if rc, err = writer.RestConfig(config.Writer{Kubeconfig: a.cfg.Watcher.Kubeconfig}); err != nil {
+			return nil, fmt.Errorf("watcher: %w", err)
+		}
+	}
+	w, err := eventwatch.New(eventwatch.Options{
+		Config: a.cfg, RestConfig: rc, Publisher: a.Process.Publisher(),
+		Registry: a.Process.Registry, Log: a.Process.Log, Clock: a.o.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.built = append(a.built, Watcher)
+	return w, nil
+}
+
 // Receiver builds the HTTP intake; it binds receiver.listen, which then
 // also serves the process's /healthz, /readyz and /metrics.
 func (a *App) Receiver() (*receiver.Receiver, error) {
@@ -286,6 +312,8 @@ func (a *App) Build(ctx context.Context, names ...string) ([]service.Runner, err
 			s, err = a.Aggregator(ctx)
 		case Writer:
 			s, err = a.Writer(ctx)
+		case Watcher:
+			s, err = a.Watcher()
 		default:
 			err = fmt.Errorf("unknown stage %q (want one of %s)", name, strings.Join(Stages, ", "))
 		}
@@ -333,8 +361,12 @@ func (a *App) Run(ctx context.Context, stages ...service.Runner) error {
 }
 
 // Run is a whole stage process: it builds the named stages on a new App
-// and runs them until ctx ends.
+// and runs them until ctx ends. A receiver process also watches
+// Kubernetes events when watcher.enabled is set.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, binary string, o Options, names ...string) error {
+	if cfg.Watcher.Enabled && slices.Contains(names, Receiver) && !slices.Contains(names, Watcher) {
+		names = append(slices.Clone(names), Watcher)
+	}
 	if slices.Contains(names, Writer) && o.RestConfig == nil {
 		// A kubeconfig that cannot be read fails at once, before the
 		// process waits for a bus that may not be up yet.

@@ -23,6 +23,7 @@ type Config struct {
 	Dedup       Dedup       `mapstructure:"dedup" yaml:"dedup"`
 	Aggregator  Aggregator  `mapstructure:"aggregator" yaml:"aggregator"`
 	Writer      Writer      `mapstructure:"writer" yaml:"writer"`
+	Watcher     Watcher     `mapstructure:"watcher" yaml:"watcher"`
 	AllInOne    AllInOne    `mapstructure:"allinone" yaml:"allinone"`
 	Tracing     Tracing     `mapstructure:"tracing" yaml:"tracing"`
 	Debug       Debug       `mapstructure:"debug" yaml:"debug"`
@@ -48,7 +49,8 @@ func Default() Config {
 		Dedup:       DefaultDedup(),
 		Aggregator:  DefaultAggregator(),
 		Writer:      DefaultWriter(),
-		AllInOne:    AllInOne{DataDir: "data", Store: "memory", Sink: "auto"},
+		Watcher:     DefaultWatcher(),
+		AllInOne:    AllInOne{DataDir: "data", Store: "memory", Sink: "auto", Watcher: "auto"},
 		Tracing:     DefaultTracing(),
 	}
 }
@@ -69,6 +71,7 @@ func (c *Config) Validate() error {
 		c.Dedup.Validate(),
 		c.Aggregator.Validate(),
 		c.Writer.Validate(),
+		c.Watcher.Validate(),
 		c.AllInOne.Validate(),
 		c.Tracing.Validate(),
 	)
@@ -186,6 +189,10 @@ type AllInOne struct {
 	// Sink is kubernetes (write CRs), stdout (print them as YAML), or auto
 	// (kubernetes when a cluster answers, stdout otherwise).
 	Sink string `mapstructure:"sink" yaml:"sink"`
+	// Watcher is on (watch Kubernetes Warning events, configured by the
+	// watcher section), off, or auto (on when the sink is kubernetes: a
+	// cluster answers).
+	Watcher string `mapstructure:"watcher" yaml:"watcher"`
 }
 
 // Validate checks the allinone section.
@@ -204,6 +211,11 @@ func (a AllInOne) Validate() error {
 	case "auto", "kubernetes", "stdout":
 	default:
 		errs = append(errs, fmt.Errorf("allinone.sink: %q is not auto, kubernetes or stdout", a.Sink))
+	}
+	switch a.Watcher {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("allinone.watcher: %q is not auto, on or off", a.Watcher))
 	}
 	return errors.Join(errs...)
 }

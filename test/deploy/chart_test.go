@@ -86,9 +86,12 @@ func TestRender_kinds(t *testing.T) {
 		"ConfigMap": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 5, "PodDisruptionBudget": 4,
 		"PodMonitor": 1, "PrometheusRule": 1, "ScaledObject": 3,
 	})
+	// The dev renders watch events: the receiver's ServiceAccount and the
+	// watcher's ClusterRole and binding.
+	watcher := map[string]int{"ClusterRole": 2, "ClusterRoleBinding": 2, "ServiceAccount": 3}
 	want := map[string]map[string]int{
 		"helm-default": with(map[string]int{"PodDisruptionBudget": 4}),
-		"helm-dev":     base,
+		"helm-dev":     with(watcher),
 		"helm-ha":      ha,
 		// Token review on: the receiver's ServiceAccount and its role.
 		"helm-secured": with(map[string]int{
@@ -98,6 +101,7 @@ func TestRender_kinds(t *testing.T) {
 		}),
 		"kustomize-dev": with(map[string]int{
 			"CustomResourceDefinition": 1, "Namespace": 1, "Secret": 1, "Service": 3, "StatefulSet": 2,
+			"ClusterRole": 2, "ClusterRoleBinding": 2, "ServiceAccount": 3,
 		}),
 		"kustomize-ha": with(map[string]int{
 			"CustomResourceDefinition": 1, "Namespace": 1, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 5,
@@ -282,8 +286,12 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 			}
 			token := p.spec.AutomountServiceAccountToken
 			require.NotNil(t, token, "%s: automountServiceAccountToken unset", where)
+			// The writer has an API token, and the receiver where it
+			// reviews tokens (the secured renders) or watches events
+			// (the dev renders).
 			reviews := stage == "receiver" && (r.spec.name == "helm-secured" || r.spec.name == "kustomize-ha")
-			assert.Equal(t, stage == "writer" || reviews, *token, "%s: API token mounted", where)
+			wantToken := stage == "writer" || reviews || stage == "receiver" && watches[r.spec.name]
+			assert.Equal(t, wantToken, *token, "%s: API token mounted", where)
 		}
 		if len(natsSecrets) > 0 {
 			distinct := map[string]bool{}
@@ -294,6 +302,9 @@ func TestRender_secretsOnlyWhereUsed(t *testing.T) {
 		}
 	}
 }
+
+// watches names the renders whose receiver watches Kubernetes events.
+var watches = map[string]bool{"helm-dev": true, "kustomize-dev": true}
 
 func contains(list []string, s string) bool {
 	for _, x := range list {

@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -14,8 +20,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/stormweir/stormweir/pkg/app"
+	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/receiver"
+	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
 
@@ -125,4 +134,179 @@ func TestPipeline_eventCountIsOccurrences(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		assert.EqualValues(c, 11, occurrences(c, api, ns))
 	}, 20*time.Second, 50*time.Millisecond, "9 + 2: the re-post counted nothing")
+}
+
+// freePort returns a loopback address nothing listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// startWatcher runs a receiver replica's event watcher (app.Watcher on an
+// App of its own, connected to the pipeline's bus over TCP) until the
+// returned stop is called, which waits for it to end.
+func startWatcher(t *testing.T, cfg config.Config) (stop func()) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.New(ctx, cfg, log, "receiver", app.Options{})
+	require.NoError(t, err)
+	stages, err := a.Build(ctx, app.Watcher)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, stages...) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "the watcher stopped with an error")
+		case <-time.After(30 * time.Second):
+			t.Error("the watcher did not stop within 30s")
+		}
+		a.Close()
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestWatcher_restartNeitherLosesNorRecounts watches Warning events in a
+// real API server while they are created and counted up, with the
+// watcher stopped and started again in the middle, and two replicas
+// watching at the end. JetStream's duplicate window is cut to 100ms, so
+// the relist after the restart reaches the deduper: it is the per-event
+// counts and seen marks that keep every count exact.
+//
+//	phase 1 (watcher A): events about pods p0..p3 at count 1, then counted
+//	        up 3 times; p4's event created at count 7; an Unhealthy
+//	        Warning (reason not watched) and a Normal event.
+//	A stops (not waiting for it to catch up).
+//	phase 2 (no watcher): p0..p3 counted up twice; p5's event created at 3.
+//	phase 3 (watchers B and C): p0..p3 counted up twice; p4's event rises
+//	        to 9.
+//	end:    the deduper has decided every signal on the bus; one request
+//	        per pod p0..p5, each with occurrences equal to its event's
+//	        count (8, 8, 8, 8, 9, 3); none for the Unhealthy or Normal
+//	        events.
+func TestWatcher_restartNeitherLosesNorRecounts(t *testing.T) {
+	ctx := context.Background()
+	api := startAPIServer(t)
+	id := testenv.RandomID()[:6]
+	ns := api.namespace(t, "watch-"+id, map[string]string{"environment": "production"})
+	other := api.namespace(t, "unwatched-"+id, nil)
+	fallback := api.namespace(t, "fb-"+id, nil)
+
+	cfg := eventPipelineConfig(t, api, fallback)
+	cfg.AllInOne.Watcher = "off"
+	cfg.AllInOne.NATSListen = freePort(t)
+	cfg.Bus.Signals.DuplicateWindow = 100 * time.Millisecond
+	pl := startPipeline(t, cfg)
+
+	wcfg := cfg
+	wcfg.Bus.URL = "nats://" + cfg.AllInOne.NATSListen
+	wcfg.Bus.ManageStreams = false
+	wcfg.Worker.Listen = "127.0.0.1:0"
+	wcfg.Watcher.Kubeconfig = api.Kubeconfig
+	wcfg.Watcher.Namespaces = []string{ns}
+	wcfg.Watcher.Reasons = []string{"BackOff"}
+	require.NoError(t, wcfg.Validate())
+
+	first := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	events := map[string]*corev1.Event{}
+	create := func(pod string, count int32) {
+		e := warning(ns, pod+".backoff", "BackOff", pod, count, first, first.Add(time.Duration(count)*time.Second))
+		e.UID, e.TypeMeta = "", metav1.TypeMeta{}
+		require.NoError(t, api.Client.Create(ctx, e), "creating the event of %s", pod)
+		events[pod] = e
+	}
+	countUp := func(pods ...string) {
+		for _, pod := range pods {
+			e := events[pod]
+			e.Count++
+			e.LastTimestamp = metav1.NewTime(first.Add(time.Duration(e.Count) * time.Second))
+			require.NoError(t, api.Client.Update(ctx, e), "counting up the event of %s", pod)
+		}
+	}
+	pods := []string{"p0", "p1", "p2", "p3"}
+
+	// Phase 1, watcher A.
+	stopA := startWatcher(t, wcfg)
+	for _, pod := range pods {
+		create(pod, 1)
+	}
+	for range 3 {
+		countUp(pods...)
+	}
+	create("p4", 7)
+	unhealthy := warning(ns, "p0.unhealthy", "Unhealthy", "p0", 4, first, first)
+	unhealthy.UID, unhealthy.TypeMeta = "", metav1.TypeMeta{}
+	require.NoError(t, api.Client.Create(ctx, unhealthy))
+	normal := warning(ns, "p1.pulled", "BackOff", "p1", 2, first, first)
+	normal.UID, normal.TypeMeta, normal.Type = "", metav1.TypeMeta{}, corev1.EventTypeNormal
+	require.NoError(t, api.Client.Create(ctx, normal))
+	elsewhere := warning(other, "q0.backoff", "BackOff", "q0", 5, first, first)
+	elsewhere.UID, elsewhere.TypeMeta = "", metav1.TypeMeta{}
+	require.NoError(t, api.Client.Create(ctx, elsewhere))
+	stopA()
+
+	// Phase 2, nobody watching.
+	countUp(pods...)
+	countUp(pods...)
+	create("p5", 3)
+
+	// Phase 3, two replicas.
+	startWatcher(t, wcfg)
+	startWatcher(t, wcfg)
+	countUp(pods...)
+	countUp(pods...)
+	events["p4"].Count = 9
+	events["p4"].LastTimestamp = metav1.NewTime(first.Add(9 * time.Second))
+	require.NoError(t, api.Client.Update(ctx, events["p4"]))
+
+	want := map[string]int64{"p0": 8, "p1": 8, "p2": 8, "p3": 8, "p4": 9, "p5": 3}
+	fpr := signal.MustFingerprinter(cfg.Fingerprint.Labels)
+	fingerprint := func(pod string) string {
+		tg := signal.Target{Kind: "Pod", Name: pod, Namespace: ns}
+		return fpr.Fingerprint(&signal.Signal{Name: "BackOff", Namespace: ns, Target: tg,
+			Labels: map[string]string{"reason": "BackOff"}})
+	}
+	stream := signalsStream(t, wcfg)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		info, err := stream.Info(ctx)
+		require.NoError(c, err)
+		decided := testenv.MetricValue(t, pl.MetricsURL, "stormweir_dedup_decisions_total", nil)
+		assert.EqualValues(c, info.State.Msgs, decided, "the deduper decided every signal on the bus")
+		got, dups, err := api.requests(ctx, ns, other, fallback)
+		require.NoError(c, err)
+		assert.Empty(c, dups, "a fingerprint has two requests")
+		assert.Len(c, got, len(want), "one request per watched Warning event")
+		for pod, n := range want {
+			rr, ok := got[fingerprint(pod)]
+			if assert.True(c, ok, "request for %s", pod) {
+				_, count, _ := state(rr)
+				assert.Equal(c, n, count, "occurrences of %s", pod)
+			}
+		}
+	}, 60*time.Second, 100*time.Millisecond)
+}
+
+// signalsStream is the signals stream of cfg's bus, read over TCP.
+func signalsStream(t *testing.T, cfg config.Config) jetstream.Stream {
+	t.Helper()
+	nc, err := nats.Connect(cfg.Bus.URL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	s, err := js.Stream(context.Background(), bus.NewSubjects(cfg.Bus.Prefix).StreamName(bus.StreamSignals))
+	require.NoError(t, err)
+	return s
 }

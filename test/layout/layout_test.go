@@ -17,7 +17,7 @@ const module = "github.com/stormweir/stormweir"
 // import another (directly or through any other package of the module),
 // so a stage can change without the others. What they share lives in
 // packages every stage may import (pkg/record, pkg/incident, pkg/bus, …).
-var stages = []string{"pkg/dedup", "pkg/storm", "pkg/writer", "pkg/receiver"}
+var stages = []string{"pkg/dedup", "pkg/storm", "pkg/writer", "pkg/receiver", "pkg/eventwatch"}
 
 // deps returns the module's packages that pkg (a path inside the module)
 // imports, directly or not, test files left out.

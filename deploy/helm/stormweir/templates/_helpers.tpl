@@ -245,3 +245,21 @@ use Redis. (dict "root" $ "stage" "writer")
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+stormweir.watcher is "true" when the receiver watches Kubernetes events
+(config.watcher.enabled): it then runs with an API token and the watcher's
+RBAC.
+*/}}
+{{- define "stormweir.watcher" -}}
+{{- with .Values.config.watcher }}{{ if .enabled }}true{{ end }}{{ end -}}
+{{- end }}
+
+{{/*
+stormweir.receiverAPI is "true" when the receiver talks to the API server
+(token reviews or the event watcher): it then runs with a ServiceAccount
+token of its own.
+*/}}
+{{- define "stormweir.receiverAPI" -}}
+{{- if or (include "stormweir.tokenReview" .) (include "stormweir.watcher" .) }}true{{ end -}}
+{{- end }}
