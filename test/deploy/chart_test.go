@@ -415,3 +415,26 @@ func TestHelm_refusesBadValues(t *testing.T) {
 		assert.Contains(t, err.Error(), c.want, "%v", c.set)
 	}
 }
+
+// TestHelm_watcherInNamedNamespaces: a watcher limited to namespaces gets
+// the events ClusterRole bound in each of them by a RoleBinding, and no
+// cluster-wide binding.
+func TestHelm_watcherInNamedNamespaces(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	require.NoError(t, err)
+	out, err := render(root, renderSpec{name: "watcher", helmArgs: []string{
+		"--set", "config.watcher.enabled=true", "--set", "config.watcher.namespaces={shop,payments}"}})
+	require.NoError(t, err)
+	objs, err := decodeObjects(out)
+	require.NoError(t, err)
+	var bindings []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "RoleBinding":
+			bindings = append(bindings, o.GetNamespace()+"/"+o.GetName())
+		case "ClusterRoleBinding":
+			assert.NotContains(t, o.GetName(), "watcher", "no cluster-wide binding of the watcher")
+		}
+	}
+	assert.ElementsMatch(t, []string{"shop/stormweir-watcher", "payments/stormweir-watcher"}, bindings)
+}
