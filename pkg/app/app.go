@@ -210,12 +210,9 @@ func (a *App) RestConfig() (*rest.Config, error) {
 // Watcher builds the Kubernetes event watcher, publishing on the
 // process's publisher.
 func (a *App) Watcher() (*eventwatch.Watcher, error) {
-	rc := a.o.RestConfig
-	if rc == nil {
-		var err error
-		if rc, err = writer.RestConfig(config.Writer{Kubeconfig: a.cfg.Watcher.Kubeconfig}); err != nil {
-			return nil, fmt.Errorf("watcher: %w", err)
-		}
+	rc, err := a.watcherRestConfig()
+	if err != nil {
+		return nil, err
 	}
 	w, err := eventwatch.New(eventwatch.Options{
 		Config: a.cfg, RestConfig: rc, Publisher: a.Process.Publisher(),
@@ -226,6 +223,20 @@ func (a *App) Watcher() (*eventwatch.Watcher, error) {
 	}
 	a.built = append(a.built, Watcher)
 	return w, nil
+}
+
+// watcherRestConfig is the watcher's API server configuration:
+// watcher.kubeconfig when set, else the process's (Options.RestConfig),
+// else the usual places.
+func (a *App) watcherRestConfig() (*rest.Config, error) {
+	if a.cfg.Watcher.Kubeconfig == "" && a.o.RestConfig != nil {
+		return a.o.RestConfig, nil
+	}
+	rc, err := writer.RestConfig(config.Writer{Kubeconfig: a.cfg.Watcher.Kubeconfig})
+	if err != nil {
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
+	return rc, nil
 }
 
 // Receiver builds the HTTP intake; it binds receiver.listen, which then
@@ -375,6 +386,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, binary string
 			return err
 		}
 		o.RestConfig = rc
+	}
+	if slices.Contains(names, Watcher) && (cfg.Watcher.Kubeconfig != "" || o.RestConfig == nil) {
+		// The same for the watcher's kubeconfig.
+		rc, err := writer.RestConfig(config.Writer{Kubeconfig: cfg.Watcher.Kubeconfig})
+		if err != nil {
+			return fmt.Errorf("watcher: %w", err)
+		}
+		if cfg.Watcher.Kubeconfig == "" {
+			o.RestConfig = rc
+		}
 	}
 	a, err := New(ctx, cfg, log, binary, o)
 	if err != nil {

@@ -77,6 +77,20 @@ func TestRun_unreadableKubeconfigFailsBeforeWaitingForTheBus(t *testing.T) {
 	assert.NoError(t, ctx.Err(), "it did not wait for the bus")
 }
 
+func TestRun_receiverWatchingEventsWithAnUnreadableKubeconfigFailsAtOnce(t *testing.T) {
+	cfg := config.Default()
+	cfg.Bus.URL = "nats://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) // nothing listens
+	cfg.Receiver.Auth.Tokens = []string{"app-test-token-0123456789"}
+	cfg.Watcher.Enabled = true
+	cfg.Watcher.Kubeconfig = t.TempDir() + "/missing"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := app.Run(ctx, cfg, slog.New(slog.DiscardHandler), "app-test", app.Options{}, app.Receiver)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "watcher: loading kubeconfig")
+	assert.NoError(t, ctx.Err(), "it did not wait for the bus")
+}
+
 func TestBuild_unknownStageIsAnError(t *testing.T) {
 	cfg := testenv.Config(testenv.StartNATS(t).URL)
 	a, err := app.New(context.Background(), cfg, slog.New(slog.DiscardHandler), "app-test", app.Options{MemoryStores: true})
