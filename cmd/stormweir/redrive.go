@@ -35,13 +35,17 @@ func (f *intoFlags) bind(fs *pflag.FlagSet) {
 func (f *intoFlags) enabled() bool { return f.into != "" }
 
 // check refuses re-drive flags that cannot work, before anything is read
-// or written; src is the pipeline replayed.
-func (f *intoFlags) check(src config.Bus) error {
+// or written; src is the pipeline replayed, whatIf whether settings to
+// try were given.
+func (f *intoFlags) check(src config.Bus, whatIf bool) error {
 	if f.into == "" {
 		if f.to != "" || f.rate != 0 || f.id != "" {
 			return cli.Usagef("--to, --rate and --replay-id go with --into PREFIX")
 		}
 		return nil
+	}
+	if whatIf {
+		return cli.Usagef("--into re-drives the recorded signals; it does not go with a what-if")
 	}
 	if f.rate < 0 {
 		return cli.Usagef("--rate %g: must be positive (or 0 for as fast as the target stores them)", f.rate)

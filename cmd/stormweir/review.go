@@ -122,16 +122,25 @@ With --what-if FILE (a YAML of settings) or --set key=value it re-runs the
 deduper's and the aggregator's decisions on the selected signals with
 those settings (the same code as the stages, in-memory stores, the
 recorded receipt times) and reports which incidents and storms change.
-Nothing is written anywhere.` + cli.ConfigHelp(),
+Nothing is written anywhere.
+
+With --into PREFIX it prints nothing of the kind: it re-publishes the
+selected signals, as recorded, into the pipeline under that bus prefix (a
+staging one; --to URL when it runs on another NATS), under message ids
+scoped to the re-drive, at most --rate signals a second, so a fixed
+version can be tried on last night's storm.` + cli.ConfigHelp(),
 		Example: `  stormweir replay --since 2h --match 'alertname="KubePodCrashLooping",namespace=~"prod-.*"'
   stormweir replay --incident rr-i0123456789abcdef0123 -o yaml
   stormweir replay --match 'namespace="payments"' --set aggregator.rate_threshold=50
-  stormweir replay --data-dir data -o json`,
+  stormweir replay --data-dir data -o json
+  stormweir replay --since 12h --match 'namespace="batch"' --into staging --rate 200`,
 		Args: cli.NoArgs,
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", review.FormatTable, "output: table, json (one object a line) or yaml")
 	cmd.Flags().StringVar(&whatIf, "what-if", "", "YAML file of settings to try, e.g. 'aggregator: {rate_threshold: 50}'")
+	var into intoFlags
+	into.bind(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := review.CheckFormat(output); err != nil {
 			return cli.Usage(err)
@@ -161,6 +170,9 @@ Nothing is written anywhere.` + cli.ConfigHelp(),
 		if f.cf.PrintConfig() {
 			return cli.Print(cmd, cfg)
 		}
+		if err := into.check(cfg.Bus, len(tries) > 0); err != nil {
+			return err
+		}
 		ctx, stop := cli.SignalContext(cmd)
 		defer stop()
 		conn, closeConn, err := f.connect(cfg)
@@ -168,6 +180,9 @@ Nothing is written anywhere.` + cli.ConfigHelp(),
 			return err
 		}
 		defer closeConn()
+		if into.enabled() {
+			return into.redriveSignals(ctx, cmd.OutOrStdout(), conn, cfg.Bus, sel)
+		}
 		if len(tries) > 0 {
 			d, err := review.WhatIf(ctx, conn.JS, cfg.Bus.Prefix, sel, cfg, tries, newBar(f.progress))
 			if err != nil {
