@@ -154,6 +154,29 @@ func collect(ctx context.Context, q *dlq.Queue, flt dlq.Filter) ([]*dlq.Entry, u
 	return es, last, nil
 }
 
+// selectToChange is the start retry and purge share: the selection
+// (refused when it is the whole DLQ without --all), the opened DLQ and the
+// selected entries. The caller closes the DLQ with the returned func.
+func (f *dlqFlags) selectToChange(cmd *cobra.Command, args []string, verb string) (*dlq.Queue, []*dlq.Entry, uint64, func(), error) {
+	flt, err := f.filter(args)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	if err := f.requireSelection(verb, flt); err != nil {
+		return nil, nil, 0, nil, err
+	}
+	q, closeQ, err := f.open(cmd)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	es, last, err := collect(cmd.Context(), q, flt)
+	if err != nil {
+		closeQ()
+		return nil, nil, 0, nil, err
+	}
+	return q, es, last, closeQ, nil
+}
+
 func newDLQListCommand() *cobra.Command {
 	var f dlqFlags
 	var output string
@@ -265,14 +288,7 @@ halfway is safe to run again.` + cli.ConfigHelp(),
 	f.bind(cmd, true)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be retried and retry nothing")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		flt, err := f.filter(args)
-		if err != nil {
-			return err
-		}
-		if err := f.requireSelection("retry", flt); err != nil {
-			return err
-		}
-		q, closeQ, err := f.open(cmd)
+		q, es, _, closeQ, err := f.selectToChange(cmd, args, "retry")
 		if errors.Is(err, errPrinted) {
 			return nil
 		}
@@ -281,10 +297,6 @@ halfway is safe to run again.` + cli.ConfigHelp(),
 		}
 		defer closeQ()
 		ctx, out := cmd.Context(), cmd.OutOrStdout()
-		es, _, err := collect(ctx, q, flt)
-		if err != nil {
-			return err
-		}
 		now := time.Now()
 		var refused []error
 		for _, e := range es {
@@ -341,14 +353,7 @@ runs are kept: only what was selected when it started is removed.` + cli.ConfigH
 	f.bind(cmd, true)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be purged and purge nothing")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		flt, err := f.filter(args)
-		if err != nil {
-			return err
-		}
-		if err := f.requireSelection("purge", flt); err != nil {
-			return err
-		}
-		q, closeQ, err := f.open(cmd)
+		q, es, last, closeQ, err := f.selectToChange(cmd, args, "purge")
 		if errors.Is(err, errPrinted) {
 			return nil
 		}
@@ -357,10 +362,6 @@ runs are kept: only what was selected when it started is removed.` + cli.ConfigH
 		}
 		defer closeQ()
 		ctx, out := cmd.Context(), cmd.OutOrStdout()
-		es, last, err := collect(ctx, q, flt)
-		if err != nil {
-			return err
-		}
 		if dryRun {
 			fmt.Fprintf(out, "would purge %d %s:\n", len(es), plural(len(es), "entry", "entries"))
 			p := dlq.NewPrinter(out, dlq.FormatTable)
