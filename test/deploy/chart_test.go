@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -437,4 +439,69 @@ func TestHelm_watcherInNamedNamespaces(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"shop/stormweir-watcher", "payments/stormweir-watcher"}, bindings)
+}
+
+// TestHelm_tracingReachesEveryStage: with tracing.enabled every stage's
+// configuration names the collector with the sample ratio, and every
+// stage's NetworkPolicy lets it reach the collector's pods on the OTLP
+// port; without it, no stage names a collector and no policy opens the
+// port.
+func TestHelm_tracingReachesEveryStage(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	require.NoError(t, err)
+	for _, on := range []bool{true, false} {
+		out, err := render(root, renderSpec{name: "tracing", helmArgs: []string{
+			"--set", fmt.Sprintf("tracing.enabled=%v", on), "--set", "networkPolicy.enabled=true",
+			"--set", "tracing.endpoint=http://collector.obs.svc:4318", "--set", "tracing.sampleRatio=0.5",
+			"--set", "tracing.collector.namespace=obs", "--set", "tracing.collector.port=4318"}})
+		require.NoError(t, err)
+		objs, err := decodeObjects(out)
+		require.NoError(t, err)
+		configs, policies := 0, 0
+		for _, o := range objs {
+			switch o.GetKind() {
+			case "ConfigMap":
+				data, ok, _ := unstructured.NestedString(o.Object, "data", "config.yaml")
+				if !ok {
+					continue
+				}
+				configs++
+				var cfg struct {
+					Tracing struct {
+						Endpoint    string  `yaml:"endpoint"`
+						SampleRatio float64 `yaml:"sample_ratio"`
+					} `yaml:"tracing"`
+				}
+				require.NoError(t, yaml.Unmarshal([]byte(data), &cfg), o.GetName())
+				if on {
+					assert.Equal(t, "http://collector.obs.svc:4318", cfg.Tracing.Endpoint, o.GetName())
+					assert.Equal(t, 0.5, cfg.Tracing.SampleRatio, o.GetName())
+				} else {
+					assert.Empty(t, cfg.Tracing.Endpoint, o.GetName())
+				}
+			case "NetworkPolicy":
+				if o.GetName() == "stormweir-nats" {
+					continue
+				}
+				policies++
+				egress, _, _ := unstructured.NestedSlice(o.Object, "spec", "egress")
+				found := false
+				for _, e := range egress {
+					rule := e.(map[string]any)
+					for _, p := range rule["ports"].([]any) {
+						if fmt.Sprint(p.(map[string]any)["port"]) != "4318" {
+							continue
+						}
+						found = true
+						to := rule["to"].([]any)[0].(map[string]any)
+						ns, _, _ := unstructured.NestedString(to, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name")
+						assert.Equal(t, "obs", ns, o.GetName())
+					}
+				}
+				assert.Equal(t, on, found, "%s: egress to the collector with tracing.enabled=%v", o.GetName(), on)
+			}
+		}
+		assert.Positive(t, configs)
+		assert.Equal(t, 4, policies, "one policy per stage")
+	}
 }

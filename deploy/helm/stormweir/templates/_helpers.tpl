@@ -102,6 +102,7 @@ laid over it.
 {{- with .Values.redis.username }}{{ $_ := set $derived.redis "username" . }}{{ end -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- with $cfg.writer }}{{ with .fallback_namespace }}{{ $_ := set $derived.writer "fallback_namespace" . }}{{ end }}{{ end -}}
+{{- if .Values.tracing.enabled }}{{ $_ := set $derived "tracing" (dict "endpoint" (required "tracing.endpoint is required with tracing.enabled" .Values.tracing.endpoint) "sample_ratio" (.Values.tracing.sampleRatio | float64)) }}{{ end -}}
 {{- toYaml (mergeOverwrite $cfg $derived) -}}
 {{- end -}}
 
