@@ -1,9 +1,33 @@
 package bus
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
+
+// A handler says what kind of failure it saw where it saw it (the way
+// Alertmanager's notifiers decide retryability at the integration): the
+// worker loop dead-letters a Permanent error at once and naks any other
+// with a delay. Retry and RetryAfter add the reason the retry is counted
+// under (stormweir_worker_retries_total) and, for RetryAfter, the least
+// delay the failing dependency asked for. An unclassified error is retried
+// like a Retry with reason ReasonError.
+
+// Retry reasons used by more than one stage. A stage may use its own
+// (the writer's "forbidden", "throttled", ...); keep them few and stable,
+// they are metric label values that alerts select on.
+const (
+	// ReasonError is the reason of an error its handler did not classify.
+	ReasonError = "error"
+	// ReasonPanic is the reason of a handler that panicked.
+	ReasonPanic = "panic"
+	// ReasonPublish is the reason of outputs (or a DLQ copy) JetStream
+	// did not store.
+	ReasonPublish = "publish"
+)
 
 // permanentError marks a failure that no retry can fix (undecodable or
-// invalid input, a forbidden write). It is decided where the error is seen.
+// invalid input). It is decided where the error is seen.
 type permanentError struct{ err error }
 
 func (e permanentError) Error() string { return e.err.Error() }
@@ -23,4 +47,47 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+// retryError marks a failure that a later attempt can get past: a
+// dependency down, slow, overloaded, or refusing until an operator acts.
+type retryError struct {
+	err    error
+	reason string
+	after  time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// Retry marks err as transient, counted under reason: the worker loop naks
+// the message with the stage's retry delay (bus.consumer.retry_delays) and
+// it is delivered again for as long as bus.consumer.max_deliver allows
+// (by default for as long as the stream keeps it).
+func Retry(err error, reason string) error {
+	if err == nil {
+		return nil
+	}
+	return &retryError{err: err, reason: reason}
+}
+
+// RetryAfter is Retry with the least delay the dependency asked for (an
+// API server's Retry-After): the message is not delivered again sooner,
+// though the stage's own delay may be longer.
+func RetryAfter(err error, after time.Duration, reason string) error {
+	if err == nil {
+		return nil
+	}
+	return &retryError{err: err, reason: reason, after: after}
+}
+
+// RetryReason returns the reason and least delay of a Retry or RetryAfter
+// error (the outermost, when several wrap each other); ReasonError and
+// zero for any other error.
+func RetryReason(err error) (reason string, after time.Duration) {
+	var r *retryError
+	if errors.As(err, &r) {
+		return r.reason, r.after
+	}
+	return ReasonError, 0
 }

@@ -18,6 +18,14 @@ type Metrics struct {
 	OldestUnprocessedAge *prometheus.GaugeVec
 	// DLQMessages is the stage's DLQ depth.
 	DLQMessages *prometheus.GaugeVec
+	// Retries counts naks by the reason the handler gave (see Retry):
+	// a dependency failing for long shows as a steady rate, and an
+	// alert can tell an outage from a refusal that needs a human.
+	Retries *prometheus.CounterVec
+	// InProgressAcks counts the in-progress acks sent for messages
+	// handled for longer than a part of AckWait, which keep the server
+	// from redelivering them to another replica meanwhile.
+	InProgressAcks *prometheus.CounterVec
 	// OldestRetained is the age of the oldest message its input stream
 	// still keeps: how far back a review (stormweir replay) can look.
 	OldestRetained *prometheus.GaugeVec
@@ -69,11 +77,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "stormweir_dlq_messages",
 			Help: "Messages the stage dead-lettered that are still in the DLQ stream (its depth).",
 		}, []string{"stage"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_worker_retries_total",
+			Help: "Messages a stage handed back to be delivered again after a failure, by reason (forbidden, throttled, unavailable, timeout, publish, panic, error, ...).",
+		}, []string{"stage", "reason"}),
+		InProgressAcks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stormweir_worker_in_progress_acks_total",
+			Help: "In-progress acks sent for messages still being handled after a third of ack_wait, so the server does not redeliver them meanwhile.",
+		}, []string{"stage"}),
 		OldestRetained: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "stormweir_stream_oldest_retained_age_seconds",
 			Help: "Age of the oldest message the stream still keeps (the deduper reports the signals stream, the aggregator and writer the decisions stream): how far back stormweir replay can look. 0 when the stream is empty.",
 		}, []string{"stream"}),
 	}
-	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages, m.OldestRetained)
+	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages, m.OldestRetained, m.Retries, m.InProgressAcks)
 	return m
 }

@@ -40,15 +40,17 @@ type Sender interface {
 	Publish(ctx context.Context, outs ...Output) (PublishResult, error)
 }
 
-// Recoverer turns a handler's panic into an ordinary (transient) error, so
-// one bad message cannot take the process down; if the panic is
-// deterministic the message reaches the DLQ after MaxDeliver.
+// Recoverer turns a handler's panic into a transient error (reason
+// ReasonPanic), so one bad message cannot take the process down; a
+// deterministic panic retries until a fixed release handles the message
+// (or, with a finite bus.consumer.max_deliver, reaches the DLQ), and
+// stormweir_worker_retries_total{reason="panic"} shows it.
 func Recoverer(log *slog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, m *Msg) (outs []Output, err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					outs, err = nil, fmt.Errorf("handler panic: %v", r)
+					outs, err = nil, Retry(fmt.Errorf("handler panic: %v", r), ReasonPanic)
 					log.ErrorContext(ctx, "handler panic", "seq", m.StreamSeq, "panic", r, "stack", string(debug.Stack()))
 				}
 			}()
@@ -116,7 +118,7 @@ func Publish(pub Sender, stage string, metrics *Metrics) Middleware {
 			}
 			res, err := pub.Publish(ctx, outs...)
 			if err != nil {
-				return nil, err
+				return nil, Retry(err, ReasonPublish)
 			}
 			fresh.Add(float64(len(outs) - res.Duplicates))
 			dup.Add(float64(res.Duplicates))
@@ -134,7 +136,8 @@ type DeadLettered struct {
 func (d *DeadLettered) Error() string { return "dead-lettered: " + d.Reason }
 
 // DeadLetter copies a message its handler gave up on (a Permanent error,
-// or any error on the last of maxDeliver deliveries) to stage's DLQ
+// or any error on the last of maxDeliver deliveries, since the server
+// delivers it no more) to stage's DLQ
 // subject with the reason and where it came from, and returns
 // *DeadLettered. If the copy cannot be stored the error stays transient,
 // so the message is retried: it is never dropped without its copy.
@@ -152,7 +155,7 @@ func DeadLetter(pub Sender, subj Subjects, stage string, maxDeliver int, log *sl
 			}
 			if _, perr := pub.Publish(ctx, deadLetter(m, subj, stage, reason)); perr != nil {
 				log.ErrorContext(ctx, "dead-lettering failed; will retry", "seq", m.StreamSeq, "reason", reason, "err", perr)
-				return nil, fmt.Errorf("dead-lettering (%s): %w", reason, perr)
+				return nil, Retry(fmt.Errorf("dead-lettering (%s): %w", reason, perr), ReasonPublish)
 			}
 			log.ErrorContext(ctx, "message dead-lettered", "subject", m.Subject, "seq", m.StreamSeq, "delivered", m.Delivered,
 				"fingerprint", m.Header.Get(HeaderFingerprint), "reason", reason)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"fmt"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,6 +71,38 @@ func TestRecoverer_panicBecomesATransientError(t *testing.T) {
 	assert.Nil(t, outs)
 	assert.Contains(t, err.Error(), "handler panic: boom")
 	assert.False(t, bus.IsPermanent(err), "a panic is retried; it reaches the DLQ only after max_deliver")
+	reason, _ := bus.RetryReason(err)
+	assert.Equal(t, bus.ReasonPanic, reason, "counted apart from other retries")
+}
+
+func TestRetryReason_saysWhatKindOfFailureAHandlerSaw(t *testing.T) {
+	base := errors.New("api server: 503")
+	cases := map[string]struct {
+		err       error
+		reason    string
+		after     time.Duration
+		permanent bool
+	}{
+		"unclassified":           {base, bus.ReasonError, 0, false},
+		"retry":                  {bus.Retry(base, "forbidden"), "forbidden", 0, false},
+		"retry after":            {bus.RetryAfter(base, 3*time.Second, "throttled"), "throttled", 3 * time.Second, false},
+		"wrapped retry":          {fmt.Errorf("writing request x: %w", bus.Retry(base, "timeout")), "timeout", 0, false},
+		"outermost retry wins":   {bus.Retry(fmt.Errorf("publishing: %w", bus.Retry(base, "inner")), "outer"), "outer", 0, false},
+		"permanent":              {bus.Permanent(base), bus.ReasonError, 0, true},
+		"permanent inside retry": {bus.Retry(bus.Permanent(base), bus.ReasonPublish), bus.ReasonPublish, 0, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			reason, after := bus.RetryReason(tc.err)
+			assert.Equal(t, tc.reason, reason)
+			assert.Equal(t, tc.after, after)
+			assert.Equal(t, tc.permanent, bus.IsPermanent(tc.err), "a permanent error is dead-lettered however it is wrapped")
+			assert.ErrorIs(t, tc.err, base, "the cause stays reachable")
+			assert.Contains(t, tc.err.Error(), base.Error(), "the message says what failed")
+		})
+	}
+	assert.NoError(t, bus.Retry(nil, "x"))
+	assert.NoError(t, bus.RetryAfter(nil, time.Second, "x"))
 }
 
 func TestPropagateTrace_fillsOnlyWhatOutputsLeaveEmpty(t *testing.T) {
@@ -117,6 +151,9 @@ func TestDeadLetter_copiesWhatTheHandlerGaveUpOn(t *testing.T) {
 		"permanent error":                {bus.Permanent(errors.New("bad json")), 1, nil, "bad json"},
 		"transient error, retries left":  {errors.New("redis down"), 2, nil, ""},
 		"transient error, last delivery": {errors.New("redis down"), 3, nil, "gave up after 3 deliveries: redis down"},
+		"retry, retries left":            {bus.Retry(errors.New("forbidden"), "forbidden"), 2, nil, ""},
+		// The server delivers it no more: without a copy it would be lost.
+		"retry, last delivery": {bus.Retry(errors.New("forbidden"), "forbidden"), 3, nil, "gave up after 3 deliveries: forbidden"},
 		"success":                        {nil, 3, nil, ""},
 		"DLQ copy not stored":            {bus.Permanent(errors.New("bad json")), 1, bus.ErrPublish, ""},
 	}

@@ -84,8 +84,10 @@ type WorkerOptions struct {
 
 // Worker is the consumer loop every stage runs: bounded concurrent
 // handling of a durable pull consumer, ack after outputs are durable,
-// NakWithDelay on transient failure, DLQ then Term on permanent failure or
-// the last allowed delivery, and a bounded drain at shutdown.
+// NakWithDelay on transient failure (counted by reason), DLQ then Term on
+// permanent failure or the last allowed delivery, in-progress acks for
+// messages handled for longer than a third of AckWait, and a bounded
+// drain at shutdown.
 type Worker struct {
 	o WorkerOptions
 	// h is the stage's handler inside the middleware chain; what it
@@ -158,6 +160,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); w.pollStats(ctx) }()
 	defer func() { <-statsDone }()
+	// In-progress acks go on until the last handler has finished, drain
+	// included: that is when a redelivery would duplicate work.
+	prog := newProgress(cfg.AckWait/3, w.o.Metrics.InProgressAcks.WithLabelValues(w.o.Stage))
+	progStop, progDone := make(chan struct{}), make(chan struct{})
+	go func() { defer close(progDone); prog.run(progStop) }()
+	defer func() { close(progStop); <-progDone }()
 	w.fetching.Store(true)
 	defer w.fetching.Store(false)
 	pullBackoff := 100 * time.Millisecond
@@ -196,6 +204,8 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.o.Metrics.InFlight.WithLabelValues(w.o.Stage).Dec()
 					wg.Done()
 				}()
+				prog.add(msg)
+				defer prog.done(msg)
 				w.handle(hctx, msg)
 			}()
 		}
@@ -266,11 +276,16 @@ func (w *Worker) settle(ctx context.Context, jm jetstream.Msg, m *Msg, err error
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultDLQ).Inc()
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultTerm).Inc()
 	default:
-		delay := retryDelay(w.o.Config.RetryDelays, m.Delivered)
+		// The server's Retry-After is a floor, not a replacement: a
+		// server answering "1s" for an hour still gets the stage's
+		// growing delays.
+		reason, after := RetryReason(err)
+		delay := max(retryDelay(w.o.Config.RetryDelays, m.Delivered), after)
 		w.o.Log.WarnContext(ctx, "handling failed; will retry", "subject", m.Subject, "seq", m.StreamSeq,
-			"delivered", m.Delivered, "delay", delay, "fingerprint", m.Header.Get(HeaderFingerprint), "err", err)
+			"delivered", m.Delivered, "reason", reason, "delay", delay, "fingerprint", m.Header.Get(HeaderFingerprint), "err", err)
 		_ = jm.NakWithDelay(delay)
 		w.o.Metrics.Messages.WithLabelValues(w.o.Stage, ResultNak).Inc()
+		w.o.Metrics.Retries.WithLabelValues(w.o.Stage, reason).Inc()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -273,4 +274,116 @@ func TestWorker_noStallUnderSustainedLoad(t *testing.T) {
 	e.publishInputs(n)
 	require.Eventually(t, func() bool { return handled.Load() >= n }, 120*time.Second, 100*time.Millisecond)
 	assert.Less(t, time.Duration(maxGap.Load()), 3*time.Second, "a gap this long is a stalled pull")
+}
+
+// TestWorker_retriesByReasonWithTheServersDelay: the handler fails its
+// first delivery as throttled with a Retry-After well above the stage's
+// retry delay, its second as forbidden, and succeeds on the third. Each
+// retry is counted under its reason, the second delivery comes no sooner
+// than the Retry-After, and nothing reaches the DLQ with the default
+// max_deliver (no limit).
+func TestWorker_retriesByReasonWithTheServersDelay(t *testing.T) {
+	e := newEnv(t, nil)
+	require.Equal(t, -1, e.cfg.Consumer.MaxDeliver, "the default retries for as long as the stream keeps the message")
+	const retryAfter = 400 * time.Millisecond // the stage's own delay is 50ms
+	e.publishInputs(1)
+	var mu sync.Mutex
+	var delivered []time.Time
+	var calls atomic.Int64
+	h := bus.HandlerFunc(func(_ context.Context, m *bus.Msg) ([]bus.Output, error) {
+		n := calls.Add(1)
+		mu.Lock()
+		delivered = append(delivered, time.Now())
+		mu.Unlock()
+		switch n {
+		case 1:
+			return nil, bus.RetryAfter(errors.New("429 Too Many Requests"), retryAfter, "throttled")
+		case 2:
+			return nil, bus.Retry(errors.New("403 Forbidden: quota exceeded"), "forbidden")
+		}
+		return e.forward(m), nil
+	})
+	m := bus.NewMetrics(prometheus.NewRegistry())
+	e.workerWith(h, m)
+	require.Eventually(t, func() bool { return len(e.streamMsgs(bus.StreamIncidents, e.subj.IncidentsOpen())) == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.EqualValues(t, 3, calls.Load())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.GreaterOrEqual(t, delivered[1].Sub(delivered[0]), retryAfter, "Retry-After is a floor for the redelivery")
+	assert.Equal(t, 1.0, counter(t, m.Retries.WithLabelValues("test", "throttled")))
+	assert.Equal(t, 1.0, counter(t, m.Retries.WithLabelValues("test", "forbidden")))
+	assert.Equal(t, 2.0, counter(t, m.Messages.WithLabelValues("test", bus.ResultNak)))
+	assert.Empty(t, e.streamMsgs(bus.StreamDLQ, e.subj.DLQ("test")))
+}
+
+// TestWorker_longHandlingSendsInProgressAcks: one worker holds a message
+// for well over AckWait while a second worker of the same durable pulls.
+// The first sends in-progress acks, so the server never redelivers the
+// message to the second; once released it is acked, delivered once.
+func TestWorker_longHandlingSendsInProgressAcks(t *testing.T) {
+	e := newEnv(t, func(c *config.Bus) { c.Consumer.AckWait = 600 * time.Millisecond })
+	e.publishInputs(1)
+	release := make(chan struct{})
+	var first, second atomic.Int64
+	var firstDelivered atomic.Uint64
+	m1 := bus.NewMetrics(prometheus.NewRegistry())
+	e.workerWith(bus.HandlerFunc(func(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
+		first.Add(1)
+		firstDelivered.Store(m.Delivered)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return e.forward(m), nil
+	}), m1)
+	require.Eventually(t, func() bool { return first.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	e.workerWith(bus.HandlerFunc(func(_ context.Context, m *bus.Msg) ([]bus.Output, error) {
+		second.Add(1)
+		return e.forward(m), nil
+	}), bus.NewMetrics(prometheus.NewRegistry()))
+
+	// One in-progress ack every AckWait/3, the first once the message is
+	// AckWait/3 old: six of them mean it was held for over two AckWaits.
+	acks := m1.InProgressAcks.WithLabelValues("test")
+	require.Eventually(t, func() bool { return counter(t, acks) >= 6 }, 10*time.Second, 10*time.Millisecond)
+	assert.Zero(t, second.Load(), "not redelivered to the other worker while in progress")
+	close(release)
+	require.Eventually(t, func() bool {
+		info, err := mustConsumer(t, e).Info(context.Background())
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, 5*time.Second, 10*time.Millisecond, "acked")
+	info, err := mustConsumer(t, e).Info(context.Background())
+	require.NoError(t, err)
+	assert.Zero(t, info.NumRedelivered)
+	assert.Zero(t, second.Load())
+	assert.EqualValues(t, 1, first.Load())
+	assert.EqualValues(t, 1, firstDelivered.Load())
+	assert.Len(t, e.streamMsgs(bus.StreamIncidents, e.subj.IncidentsOpen()), 1)
+}
+
+// workerWith starts a worker of the "test" durable for h with metrics m
+// until the test ends.
+func (e *env) workerWith(h bus.Handler, m *bus.Metrics) {
+	e.t.Helper()
+	cons, err := bus.EnsureConsumer(context.Background(), e.conn.JS, e.cfg, bus.ConsumerSpec{
+		Stage: "test", Stream: bus.StreamSignals, Subjects: []string{e.subj.AllSignals()},
+	})
+	require.NoError(e.t, err)
+	w, err := bus.NewWorker(bus.WorkerOptions{
+		Stage: "test", Consumer: cons, Publisher: e.pub, JS: e.conn.JS, Handler: h, Subjects: e.subj,
+		Config: e.cfg.Consumer, DrainTimeout: time.Second, Metrics: m, Log: quiet(),
+	})
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
+func counter(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var d dto.Metric
+	require.NoError(t, c.Write(&d))
+	return d.GetCounter().GetValue()
 }

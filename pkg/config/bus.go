@@ -96,7 +96,11 @@ type Consumer struct {
 	// AckWait is how long the server waits for an ack before redelivering.
 	AckWait time.Duration `mapstructure:"ack_wait" yaml:"ack_wait"`
 	// MaxDeliver is the number of deliveries after which a message that
-	// still fails goes to the DLQ; -1 retries for ever.
+	// still fails goes to the DLQ. -1 (the default) retries for as long as
+	// the stream keeps the message: only what can never succeed (an error
+	// its stage marked permanent) is dead-lettered, and an outage of any
+	// length shows in stormweir_worker_retries_total instead of filling
+	// the DLQ.
 	MaxDeliver int `mapstructure:"max_deliver" yaml:"max_deliver"`
 	// BackOff is the server's redelivery schedule for messages whose ack
 	// never came (a crashed or stuck worker); it overrides AckWait. Empty
@@ -128,7 +132,7 @@ func DefaultBus() Bus {
 		DLQ:            Stream{MaxAge: 14 * 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
 		Consumer: Consumer{
 			AckWait:       30 * time.Second,
-			MaxDeliver:    60,
+			MaxDeliver:    -1,
 			RetryDelays:   []time.Duration{250 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second},
 			MaxAckPending: 4096,
 			Concurrency:   64,
