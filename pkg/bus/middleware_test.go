@@ -3,8 +3,8 @@ package bus_test
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -154,8 +154,8 @@ func TestDeadLetter_copiesWhatTheHandlerGaveUpOn(t *testing.T) {
 		"retry, retries left":            {bus.Retry(errors.New("forbidden"), "forbidden"), 2, nil, ""},
 		// The server delivers it no more: without a copy it would be lost.
 		"retry, last delivery": {bus.Retry(errors.New("forbidden"), "forbidden"), 3, nil, "gave up after 3 deliveries: forbidden"},
-		"success":                        {nil, 3, nil, ""},
-		"DLQ copy not stored":            {bus.Permanent(errors.New("bad json")), 1, bus.ErrPublish, ""},
+		"success":              {nil, 3, nil, ""},
+		"DLQ copy not stored":  {bus.Permanent(errors.New("bad json")), 1, bus.ErrPublish, ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
