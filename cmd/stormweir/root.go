@@ -18,6 +18,7 @@ var commands = []func() *cobra.Command{
 	newLoadgenCommand,
 	newReplayCommand,
 	newExplainCommand,
+	newReviewCommand,
 	newDLQCommand,
 	cli.Version,
 }
