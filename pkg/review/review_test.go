@@ -25,9 +25,9 @@ var update = flag.Bool("update", false, "rewrite the golden files of the review 
 // moves the fake clock in steps until a write or a sweep happens; each
 // story's steps are a minute apart).
 func normalize(s string, rec *scenario) string {
-	s = strings.ReplaceAll(s, rec.ns, "prod-NS")
-	s = strings.ReplaceAll(s, rec.cfg.Writer.FallbackNamespace, "fb-NS")
-	s = strings.ReplaceAll(s, strings.ToUpper(rec.cfg.Bus.Prefix), "PREFIX")
+	s = strings.ReplaceAll(s, rec.NS, "prod-NS")
+	s = strings.ReplaceAll(s, rec.Cfg.Writer.FallbackNamespace, "fb-NS")
+	s = strings.ReplaceAll(s, strings.ToUpper(rec.Cfg.Bus.Prefix), "PREFIX")
 	s = regexp.MustCompile(`#\d+`).ReplaceAllString(s, "#N")
 	s = regexp.MustCompile(`(T\d\d:\d\d):\d\d\.\d{3}Z`).ReplaceAllString(s, "${1}Z")
 	s = regexp.MustCompile(`\(\d+ messages\)`).ReplaceAllString(s, "(N messages)")
@@ -95,7 +95,7 @@ func timelineOf(t *testing.T, rep *review.Replay, name string) *review.Timeline 
 func TestReplay_goldenTimelines(t *testing.T) {
 	rec := recordScenario(t)
 	ctx := context.Background()
-	rep, err := review.Read(ctx, rec.js, rec.cfg.Bus.Prefix, review.Selector{}, nil)
+	rep, err := review.Read(ctx, rec.JS, rec.Cfg.Bus.Prefix, review.Selector{}, nil)
 	require.NoError(t, err)
 
 	var stormID string
@@ -130,7 +130,7 @@ func TestReplay_goldenTimelines(t *testing.T) {
 	t.Run("storm.txt", func(t *testing.T) {
 		// The storm by its request name, as an SRE would ask for it.
 		sel := review.Selector{Incident: review.IncidentOf("rr-" + stormID)}
-		one, err := review.Read(ctx, rec.js, rec.cfg.Bus.Prefix, sel, nil)
+		one, err := review.Read(ctx, rec.JS, rec.Cfg.Bus.Prefix, sel, nil)
 		require.NoError(t, err)
 		require.Len(t, one.Timelines, 1)
 		// Its eleventh and twelfth incidents: the one that opened it and
@@ -161,7 +161,7 @@ func TestReplay_selectors(t *testing.T) {
 	ctx := context.Background()
 	read := func(sel review.Selector) *review.Replay {
 		t.Helper()
-		rep, err := review.Read(ctx, rec.js, rec.cfg.Bus.Prefix, sel, nil)
+		rep, err := review.Read(ctx, rec.JS, rec.Cfg.Bus.Prefix, sel, nil)
 		require.NoError(t, err)
 		return rep
 	}
@@ -197,7 +197,7 @@ func TestReplay_selectors(t *testing.T) {
 func TestWhatIf_higherStormThresholdNamesTheIncidentsThatChange(t *testing.T) {
 	rec := recordScenario(t)
 	ctx := context.Background()
-	all, err := review.Read(ctx, rec.js, rec.cfg.Bus.Prefix, review.Selector{}, nil)
+	all, err := review.Read(ctx, rec.JS, rec.Cfg.Bus.Prefix, review.Selector{}, nil)
 	require.NoError(t, err)
 	var stormID string
 	var members []string
@@ -212,14 +212,14 @@ func TestWhatIf_higherStormThresholdNamesTheIncidentsThatChange(t *testing.T) {
 	require.Len(t, members, 2)
 
 	// The same settings reproduce every recorded route.
-	same, err := review.WhatIf(ctx, rec.js, rec.cfg.Bus.Prefix, review.Selector{}, rec.cfg, []string{"the recorded settings"}, nil)
+	same, err := review.WhatIf(ctx, rec.JS, rec.Cfg.Bus.Prefix, review.Selector{}, rec.Cfg, []string{"the recorded settings"}, nil)
 	require.NoError(t, err)
 	assert.Empty(t, same.Changes)
 	assert.Equal(t, 15, same.Incidents, "the crash loop, the flap, the twelve pods and the valid job alert")
 
-	cfg := rec.cfg
+	cfg := rec.Cfg
 	cfg.Aggregator.RateThreshold = 20
-	d, err := review.WhatIf(ctx, rec.js, rec.cfg.Bus.Prefix, review.Selector{}, cfg, []string{"aggregator.rate_threshold=20"}, nil)
+	d, err := review.WhatIf(ctx, rec.JS, rec.Cfg.Bus.Prefix, review.Selector{}, cfg, []string{"aggregator.rate_threshold=20"}, nil)
 	require.NoError(t, err)
 	var changed []string
 	for _, c := range d.Changes {

@@ -1,5 +1,8 @@
-// Package reviewtest records realistic streams for the review's
-// benchmarks: BenchmarkReplay and the replay scenario of test/bench.
+// Package reviewtest records streams for the review's tests and
+// benchmarks: Fill writes realistic streams directly (BenchmarkReplay and
+// the replay scenario of test/bench), and Scenario records a new
+// incident, a flap, a storm and a rejected alert with a real pipeline
+// in-process (the review's and the review UI's tests).
 package reviewtest
 
 import (
