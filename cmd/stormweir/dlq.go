@@ -27,8 +27,9 @@ func newDLQCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq",
 		Short: "List, show, retry and purge the messages the stages gave up on",
-		Long: `A stage that gives up on a message (a permanent error, or a transient one
-through bus.consumer.max_deliver deliveries) stores a copy with the reason
+		Long: `A stage that gives up on a message (an error that can never succeed, or,
+when bus.consumer.max_deliver sets a limit, a transient one through that
+many deliveries) stores a copy with the reason
 in the pipeline's DLQ stream (<PREFIX>_DLQ) before dropping it. These
 commands read that stream on the NATS of bus.url under bus.prefix.
 

@@ -232,6 +232,11 @@ type Writer struct {
 	Kubeconfig string  `mapstructure:"kubeconfig" yaml:"kubeconfig"`
 	QPS        float32 `mapstructure:"qps" yaml:"qps"`
 	Burst      int     `mapstructure:"burst" yaml:"burst"`
+	// RequestTimeout bounds one API call (a create, a status write, a
+	// live read), client-go's own retries of a 429 or 5xx with
+	// Retry-After included, so a hung API server cannot hold a handler
+	// for ever: the message is naked and retried instead.
+	RequestTimeout time.Duration `mapstructure:"request_timeout" yaml:"request_timeout"`
 	// FieldManager owns stormweir's status fields under server-side apply.
 	FieldManager string `mapstructure:"field_manager" yaml:"field_manager"`
 	// FallbackNamespace receives CRs whose target namespace does not exist.
@@ -306,6 +311,7 @@ func DefaultWriter() Writer {
 	return Writer{
 		QPS:                 50,
 		Burst:               100,
+		RequestTimeout:      10 * time.Second,
 		FieldManager:        "stormweir",
 		FallbackNamespace:   "stormweir-system",
 		CoalesceInterval:    500 * time.Millisecond,
@@ -339,7 +345,7 @@ func (w Writer) Validate() error {
 	if w.FallbackNamespace == "" {
 		errs = append(errs, errors.New("writer.fallback_namespace: required"))
 	}
-	errs = append(errs, positive("writer.coalesce_interval", w.CoalesceInterval))
+	errs = append(errs, positive("writer.coalesce_interval", w.CoalesceInterval), positive("writer.request_timeout", w.RequestTimeout))
 	if w.CoalesceMaxInterval < w.CoalesceInterval {
 		errs = append(errs, fmt.Errorf("writer.coalesce_max_interval: %s is below writer.coalesce_interval (%s)", w.CoalesceMaxInterval, w.CoalesceInterval))
 	}

@@ -152,10 +152,10 @@ type submitResult struct {
 	err        error
 }
 
-func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, clk clock.Clock, m *metrics, log *slog.Logger) *coalescer {
+func newCoalescer(c client.Client, fieldManager string, interval, maxInterval time.Duration, calls *apiCalls, clk clock.Clock, m *metrics, log *slog.Logger) *coalescer {
 	co := &coalescer{
 		c: c, fieldManager: fieldManager, interval: interval, maxInterval: max(interval, maxInterval), clk: clk,
-		calls: newAPICalls(10 * time.Second), m: m, log: log, entries: map[types.NamespacedName]*entry{},
+		calls: calls, m: m, log: log, entries: map[types.NamespacedName]*entry{},
 	}
 	co.flushCtx, co.stopFlushes = context.WithCancel(context.Background())
 	return co

@@ -108,6 +108,9 @@ type harness struct {
 	fallback string
 	// sent counts the messages published by the test.
 	sent int
+	// rest reaches the API server; testRest when nil (set it between
+	// prepareWriter and start to put something in between).
+	rest *rest.Config
 	// stop ends the writer and closes its process.
 	stop func()
 }
@@ -166,7 +169,11 @@ func (h *harness) start() {
 	require.NoError(t, err)
 	h.p = p
 	h.store = record.NewRedisStore(h.redis.Client, h.redis.Prefix, h.cfg.Dedup, h.clk)
-	h.w, err = New(ctx, Options{Process: p, Records: h.store, RestConfig: testRest, Clock: h.clk})
+	rc := testRest
+	if h.rest != nil {
+		rc = h.rest
+	}
+	h.w, err = New(ctx, Options{Process: p, Records: h.store, RestConfig: rc, Clock: h.clk})
 	require.NoError(t, err)
 	h.pub = p.Publisher()
 	h.subj = bus.NewSubjects(h.cfg.Bus.Prefix)

@@ -2,8 +2,11 @@ package writer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,10 +95,56 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	code := "error"
 	if err == nil {
 		code = strconv.Itoa(resp.StatusCode)
+		if a, ok := r.Context().Value(answerKey{}).(*lastAnswer); ok {
+			a.set(resp)
+		}
 	}
 	t.api.WithLabelValues(r.Method, code).Inc()
 	return resp, err
 }
+
+// answerKey carries a call's *lastAnswer in its context to the transport.
+type answerKey struct{}
+
+// lastAnswer is the status of the last response one API call got, and
+// its Retry-After. client-go retries a 429 or 5xx carrying Retry-After
+// inside the call, sleeping as told; when the call's timeout ends that
+// sleep, the error says only "context deadline exceeded", and the last
+// answer is what tells throttling from a server that did not answer.
+type lastAnswer struct {
+	mu         sync.Mutex
+	code       int
+	retryAfter time.Duration
+}
+
+func (a *lastAnswer) set(resp *http.Response) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.code, a.retryAfter = resp.StatusCode, 0
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		a.retryAfter = time.Duration(s) * time.Second
+	}
+}
+
+func (a *lastAnswer) get() (int, time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.code, a.retryAfter
+}
+
+// busyError is a call that ran out of time while the server kept
+// answering 429 or 5xx (see lastAnswer); classify retries it as throttled
+// or as a server error, after Retry-After, not as a timeout.
+type busyError struct {
+	err        error
+	code       int
+	retryAfter time.Duration
+}
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("%v (the API server last answered %d %s)", e.err, e.code, http.StatusText(e.code))
+}
+func (e *busyError) Unwrap() error { return e.err }
 
 // maxInFlightRequests bounds the writer's concurrent API requests (see
 // apiCalls; the informers' few lists and watches are not counted). Thousands of handlers may write at once; past the server's
@@ -121,7 +170,9 @@ func newAPICalls(timeout time.Duration) *apiCalls {
 	return &apiCalls{slots: make(chan struct{}, maxInFlightRequests), timeout: timeout}
 }
 
-// do runs fn with a slot held and a context bounded by the timeout.
+// do runs fn with a slot held and a context bounded by the timeout
+// (writer.request_timeout). A call that timed out while the server was
+// answering 429 or 5xx returns a *busyError.
 func (a *apiCalls) do(ctx context.Context, fn func(ctx context.Context) error) error {
 	select {
 	case a.slots <- struct{}{}:
@@ -129,7 +180,14 @@ func (a *apiCalls) do(ctx context.Context, fn func(ctx context.Context) error) e
 		return ctx.Err()
 	}
 	defer func() { <-a.slots }()
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	last := &lastAnswer{}
+	ctx, cancel := context.WithTimeout(context.WithValue(ctx, answerKey{}, last), a.timeout)
 	defer cancel()
-	return fn(ctx)
+	err := fn(ctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		if code, after := last.get(); code == http.StatusTooManyRequests || code >= 500 {
+			return &busyError{err: err, code: code, retryAfter: after}
+		}
+	}
+	return err
 }

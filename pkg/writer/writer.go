@@ -194,7 +194,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	if w.classifier, err = NewClassifier(cfg, w.cache); err != nil {
 		return nil, err
 	}
-	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, o.Clock, w.m, w.log)
+	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, newAPICalls(cfg.RequestTimeout), o.Clock, w.m, w.log)
 	w.co.written = w.written
 	w.ender = newEnder(o.Records, w.cache, w.terminal, w.m, w.log)
 	w.ender.ended = w.endedRecord
