@@ -23,6 +23,13 @@ type MemoryStore struct {
 	records map[string]*memRecord
 	seen    map[seenKey]seenMark
 	ops     int
+	// finished holds each fingerprint's latest finished request (Finishes).
+	finished map[string]memFinished
+}
+
+type memFinished struct {
+	Finished
+	expires int64
 }
 
 type memRecord struct {
@@ -64,7 +71,7 @@ const sweepEvery = 4096
 // NewMemoryStore returns an empty MemoryStore deciding with cfg's windows
 // on clk's time.
 func NewMemoryStore(cfg config.Dedup, clk clock.Clock) *MemoryStore {
-	return &MemoryStore{cfg: cfg, clk: clk, records: map[string]*memRecord{}, seen: map[seenKey]seenMark{}}
+	return &MemoryStore{cfg: cfg, clk: clk, records: map[string]*memRecord{}, seen: map[seenKey]seenMark{}, finished: map[string]memFinished{}}
 }
 
 // live returns fp's record if it has not expired at now.
@@ -163,6 +170,11 @@ func (s *MemoryStore) sweep(now int64) {
 			delete(s.seen, k)
 		}
 	}
+	for fp, f := range s.finished {
+		if f.expires <= now {
+			delete(s.finished, fp)
+		}
+	}
 }
 
 // SetRoute implements Router.
@@ -207,6 +219,31 @@ func (s *MemoryStore) End(ctx context.Context, fingerprint, incidentID string) e
 		delete(s.records, fingerprint)
 	}
 	return nil
+}
+
+// SetFinished implements Finishes.
+func (s *MemoryStore) SetFinished(ctx context.Context, fingerprint string, f Finished, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished[fingerprint] = memFinished{Finished: f, expires: ms(s.clk.Now().Add(ttl))}
+	return nil
+}
+
+// LastFinished implements Finishes.
+func (s *MemoryStore) LastFinished(ctx context.Context, fingerprint string) (Finished, error) {
+	if err := ctx.Err(); err != nil {
+		return Finished{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.finished[fingerprint]
+	if !ok || f.expires <= ms(s.clk.Now()) {
+		return Finished{}, ErrNotFound
+	}
+	return f.Finished, nil
 }
 
 var _ Store = (*MemoryStore)(nil)

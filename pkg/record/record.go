@@ -95,6 +95,28 @@ type Ender interface {
 	End(ctx context.Context, fingerprint, incidentID string) error
 }
 
+// Finished names a request that reached a terminal phase, as the next
+// request of the same fingerprint refers to it (spec.previousRequestRef).
+type Finished struct {
+	Namespace  string
+	Name       string
+	IncidentID string
+	Phase      string
+}
+
+// Finishes is the writer's memory of each fingerprint's latest finished
+// request. It is kept in the store rather than in the writer, so the
+// writer's memory does not grow with the requests that finished (the
+// writer's cache holds active requests only).
+type Finishes interface {
+	// SetFinished remembers f as the fingerprint's latest finished
+	// request until ttl has passed on the store's clock.
+	SetFinished(ctx context.Context, fingerprint string, f Finished, ttl time.Duration) error
+	// LastFinished returns the fingerprint's latest finished request, or
+	// ErrNotFound.
+	LastFinished(ctx context.Context, fingerprint string) (Finished, error)
+}
+
 // Store decides and keeps incident records. Every method is atomic per
 // fingerprint and safe for concurrent use by any number of replicas.
 type Store interface {
@@ -102,6 +124,7 @@ type Store interface {
 	Router
 	Reader
 	Ender
+	Finishes
 }
 
 // Checker is implemented by stores with a dependency to probe (Redis);

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,6 +25,7 @@ import (
 //	<prefix>:{<fingerprint>}:inc          hash: id state count flaps first last resolved rev route exp,
 //	                                      and e:<uid> per Kubernetes event: the highest count counted
 //	<prefix>:{<fingerprint>}:seen:<msgID> the decision taken for that message, "decision|exp|incidentID"
+//	<prefix>:{<fingerprint>}:finished     the latest finished request (Finishes), "exp|namespace|name|incidentID|phase"
 //
 // Time. "now" is the injected clock's, passed to the script; the record's
 // life is the absolute deadline in its exp field (ms), and only exp decides
@@ -229,6 +232,40 @@ func (s *RedisStore) End(ctx context.Context, fingerprint, incidentID string) er
 		return fmt.Errorf("ending incident %s (fingerprint %s): %w", incidentID, fingerprint, err)
 	}
 	return nil
+}
+
+func (s *RedisStore) finishedKey(fp string) string { return s.prefix + ":{" + fp + "}:finished" }
+
+// SetFinished implements Finishes: one SET, its deadline in the value and
+// a Redis TTL for garbage collection, like a record.
+func (s *RedisStore) SetFinished(ctx context.Context, fingerprint string, f Finished, ttl time.Duration) error {
+	exp := ms(s.clk.Now().Add(ttl))
+	v := strings.Join([]string{strconv.FormatInt(exp, 10), f.Namespace, f.Name, f.IncidentID, f.Phase}, "|")
+	if err := s.c.Set(ctx, s.finishedKey(fingerprint), v, ttl+gcGrace).Err(); err != nil {
+		return fmt.Errorf("remembering finished request %s/%s (fingerprint %s): %w", f.Namespace, f.Name, fingerprint, err)
+	}
+	return nil
+}
+
+// LastFinished implements Finishes.
+func (s *RedisStore) LastFinished(ctx context.Context, fingerprint string) (Finished, error) {
+	v, err := s.c.Get(ctx, s.finishedKey(fingerprint)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Finished{}, ErrNotFound
+	}
+	if err != nil {
+		return Finished{}, fmt.Errorf("reading the finished request of fingerprint %s: %w", fingerprint, err)
+	}
+	// Names and incident ids hold no '|'; the phase, set by the
+	// remediation controller, comes last and may.
+	p := strings.SplitN(v, "|", 5)
+	if len(p) != 5 {
+		return Finished{}, fmt.Errorf("finished request of fingerprint %s: malformed value %q", fingerprint, v)
+	}
+	if exp, err := strconv.ParseInt(p[0], 10, 64); err != nil || exp <= ms(s.clk.Now()) {
+		return Finished{}, ErrNotFound
+	}
+	return Finished{Namespace: p[1], Name: p[2], IncidentID: p[3], Phase: p[4]}, nil
 }
 
 func fieldNames() []string {

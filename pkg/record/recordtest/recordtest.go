@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"seen_mark_expires", testSeenExpires},
 		{"set_route", testSetRoute},
 		{"end", testEnd},
+		{"finished", testFinished},
 		{"fingerprints_independent", testIndependent},
 		{"concurrent_decisions_exact", testConcurrent},
 		{"invalid_signal_rejected", testInvalid},
@@ -352,6 +353,30 @@ func testEnd(t *testing.T, s record.Store, clk *clock.Fake) {
 	r := decide(t, s, "fp", firing, "m2")
 	assert.Equal(t, incident.DecisionNew, r.Decision)
 	assert.NotEqual(t, rec.IncidentID, r.Record.IncidentID)
+}
+
+func testFinished(t *testing.T, s record.Store, clk *clock.Fake) {
+	ctx := context.Background()
+	_, err := s.LastFinished(ctx, "fp")
+	assert.ErrorIs(t, err, record.ErrNotFound)
+
+	first := record.Finished{Namespace: "shop", Name: "rr-i1", IncidentID: "i1", Phase: "Completed"}
+	require.NoError(t, s.SetFinished(ctx, "fp", first, time.Hour))
+	got, err := s.LastFinished(ctx, "fp")
+	require.NoError(t, err)
+	assert.Equal(t, first, got)
+
+	second := record.Finished{Namespace: "shop", Name: "rr-i2", IncidentID: "i2", Phase: "Failed|rolled back"}
+	require.NoError(t, s.SetFinished(ctx, "fp", second, time.Hour))
+	got, err = s.LastFinished(ctx, "fp")
+	require.NoError(t, err)
+	assert.Equal(t, second, got, "the latest one wins")
+	_, err = s.LastFinished(ctx, "other")
+	assert.ErrorIs(t, err, record.ErrNotFound, "fingerprints are independent")
+
+	clk.Advance(time.Hour)
+	_, err = s.LastFinished(ctx, "fp")
+	assert.ErrorIs(t, err, record.ErrNotFound, "forgotten after its ttl")
 }
 
 func testIndependent(t *testing.T, s record.Store, clk *clock.Fake) {
