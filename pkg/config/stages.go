@@ -252,6 +252,11 @@ type Writer struct {
 	CoalesceMaxInterval time.Duration `mapstructure:"coalesce_max_interval" yaml:"coalesce_max_interval"`
 	// TerminalPhases end an incident: the next firing opens a new CR.
 	TerminalPhases []string `mapstructure:"terminal_phases" yaml:"terminal_phases"`
+	// PreviousRequestTTL is how long the store remembers a fingerprint's
+	// latest finished request, which the next request of the fingerprint
+	// names in spec.previousRequestRef. The writer does not keep finished
+	// requests in memory; this bounds what the store keeps for them.
+	PreviousRequestTTL time.Duration `mapstructure:"previous_request_ttl" yaml:"previous_request_ttl"`
 	// MaxAnnotationBytes bounds the annotations copied into a CR.
 	MaxAnnotationBytes int         `mapstructure:"max_annotation_bytes" yaml:"max_annotation_bytes"`
 	Environment        Environment `mapstructure:"environment" yaml:"environment"`
@@ -317,6 +322,7 @@ func DefaultWriter() Writer {
 		CoalesceInterval:    500 * time.Millisecond,
 		CoalesceMaxInterval: 10 * time.Second,
 		TerminalPhases:      []string{"Completed", "Failed", "Cancelled", "TimedOut"},
+		PreviousRequestTTL:  30 * 24 * time.Hour,
 		MaxAnnotationBytes:  16 << 10,
 		Environment: Environment{
 			LabelKeys: []string{"environment"},
@@ -349,6 +355,7 @@ func (w Writer) Validate() error {
 	if w.CoalesceMaxInterval < w.CoalesceInterval {
 		errs = append(errs, fmt.Errorf("writer.coalesce_max_interval: %s is below writer.coalesce_interval (%s)", w.CoalesceMaxInterval, w.CoalesceInterval))
 	}
+	errs = append(errs, positive("writer.previous_request_ttl", w.PreviousRequestTTL))
 	if w.Concurrency < 0 {
 		errs = append(errs, errors.New("writer.concurrency: must not be negative (0 uses bus.consumer.concurrency)"))
 	}

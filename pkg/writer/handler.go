@@ -72,7 +72,14 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event)
 	if err != nil {
 		return err
 	}
-	w.latest(ctx, e)
+	current := w.latest(ctx, e)
+	if host == nil && !current {
+		// The incident is no longer its fingerprint's current one: it may
+		// have ended, and an ended request is not in the cache.
+		if host, own, err = w.endedHost(ctx, e.Fingerprint, e.IncidentID); err != nil {
+			return err
+		}
+	}
 	created := false
 	if host == nil {
 		if host, own, created, err = w.ensureOnce(ctx, e); err != nil {
@@ -120,11 +127,56 @@ func (w *Writer) handleEvent(ctx context.Context, m *bus.Msg, e *incident.Event)
 // incident leaves e as it is: its own values are still correct. So does a
 // failed read: the refresh saves writes, it is never needed to be right,
 // and the writer does not wait for Redis to write what it already has.
-func (w *Writer) latest(ctx context.Context, e *incident.Event) {
+//
+// It reports whether e's incident may still be its fingerprint's current
+// one: false only when the record is gone or another incident's.
+func (w *Writer) latest(ctx context.Context, e *incident.Event) (current bool) {
 	rec, err := w.records.Get(ctx, e.Fingerprint)
-	if err == nil && record.Refresh(e, &rec) {
+	if errors.Is(err, record.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	if record.Refresh(e, &rec) {
 		w.m.refreshed.Inc()
 	}
+	return rec.IncidentID == e.IncidentID
+}
+
+// endedHost finds, with one read of the API server, the request that
+// counts incident id among those of its fingerprint, for an incident that
+// is not in the cache and no longer its fingerprint's current one: its
+// request may have finished and been marked ended, which takes it out of
+// the cache. An event decided before the end (a backlog) then still
+// counts in that request, as it did before the end, instead of opening a
+// second one. nil when there is none (an incident that expired before its
+// request was written, say).
+func (w *Writer) endedHost(ctx context.Context, fp, id string) (*types.NamespacedName, bool, error) {
+	var list v1alpha1.RemediationRequestList
+	err := w.co.calls.do(ctx, func(ctx context.Context) error {
+		return w.client.List(ctx, &list, client.MatchingLabels{v1alpha1.LabelFingerprint: FingerprintLabel(fp)})
+	})
+	if err != nil {
+		return nil, false, classify(fmt.Errorf("looking up the finished requests of fingerprint %s: %w", fp, err))
+	}
+	for i := range list.Items {
+		rr := &list.Items[i]
+		if rr.Spec.Fingerprint != fp || rr.Spec.Storm != nil {
+			continue
+		}
+		counts := rr.Spec.IncidentID == id
+		for _, f := range rr.Status.FoldedIncidents {
+			counts = counts || f.IncidentID == id
+		}
+		if !counts {
+			continue
+		}
+		key := client.ObjectKeyFromObject(rr)
+		w.hosts.remember(id, key, rr.Spec.IncidentID == id)
+		return &key, rr.Spec.IncidentID == id, nil
+	}
+	return nil, false, nil
 }
 
 // ensureOnce finds or creates the request that counts incident e (see
@@ -206,11 +258,8 @@ func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.Name
 	rr := newRequest(e.IncidentID, e.Fingerprint, &sig, pl, w.cfg.MaxAnnotationBytes, e.FirstSeen)
 	// The create carries the event's status: one API write per new request.
 	applyOwn(e)(&rr.Status)
-	if previous != nil {
-		rr.Spec.PreviousRequestRef = &v1alpha1.RequestRef{
-			Name: previous.Name, Namespace: previous.Namespace,
-			IncidentID: previous.Spec.IncidentID, Phase: previous.Status.Phase,
-		}
+	if rr.Spec.PreviousRequestRef, err = w.previousRef(ctx, e.Fingerprint, previous); err != nil {
+		return nil, false, false, err
 	}
 	created, err = w.create(ctx, rr)
 	if err != nil {
@@ -220,8 +269,31 @@ func (w *Writer) ensure(ctx context.Context, e *incident.Event) (key *types.Name
 	return &k, true, created, nil
 }
 
+// previousRef names the latest finished request of fp: cached is the
+// latest terminal one still in the cache (not ended yet), else the store
+// remembers the one ended last. A store that cannot answer fails the
+// create, to be retried: spec is immutable, so a reference left out now
+// could never be added.
+func (w *Writer) previousRef(ctx context.Context, fp string, cached *v1alpha1.RemediationRequest) (*v1alpha1.RequestRef, error) {
+	if cached != nil {
+		return &v1alpha1.RequestRef{
+			Name: cached.Name, Namespace: cached.Namespace,
+			IncidentID: cached.Spec.IncidentID, Phase: cached.Status.Phase,
+		}, nil
+	}
+	f, err := w.records.LastFinished(ctx, fp)
+	if errors.Is(err, record.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &v1alpha1.RequestRef{Name: f.Name, Namespace: f.Namespace, IncidentID: f.IncidentID, Phase: f.Phase}, nil
+}
+
 // byFingerprint returns, from the cache, the active (non-terminal) request
-// of fp, the oldest if there were several, and the latest finished one.
+// of fp, the oldest if there were several, and the latest terminal one not
+// yet ended (ended requests are not cached).
 func (w *Writer) byFingerprint(ctx context.Context, fp string) (active, previous *v1alpha1.RemediationRequest, err error) {
 	var list v1alpha1.RemediationRequestList
 	if err := w.cache.List(ctx, &list, client.MatchingFields{indexFingerprint: fp}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,31 +19,51 @@ import (
 
 // ender ends the incident of every request that reaches a terminal phase:
 // it removes the incident records (the request's own incident and those
-// folded into it), so the next firing of the
-// fingerprint opens a new incident and a new request. It is driven by the
-// request informer and a rate-limited work queue, so a Redis outage only
-// delays the ending, and a restart re-ends every terminal request once
-// (End is idempotent). The queue (which runs goroutines of its own) lives
-// from open to close, within the writer's Run.
+// folded into it), so the next firing of the fingerprint opens a new
+// incident and a new request, and it remembers the request as the
+// fingerprint's latest finished one (for the next request's
+// previousRequestRef). Then it marks the request ended (LabelEnded), which
+// takes it out of the writer's cache: the cache holds the active requests
+// and the terminal ones still to end, never the finished ones. Storm
+// requests end no incident record (the aggregator owns storms) but are
+// marked all the same.
+//
+// It is driven by the request informer and a rate-limited work queue, so
+// a Redis or API outage only delays the ending, and a restart ends every
+// terminal request not yet marked (End is idempotent). The queue (which
+// runs goroutines of its own) lives from open to close, within the
+// writer's Run.
 type ender struct {
-	store    record.Ender
-	cache    client.Reader
+	store interface {
+		record.Ender
+		record.Finishes
+	}
+	cache client.Reader
+	// mark sets LabelEnded on the request.
+	mark     func(ctx context.Context, key types.NamespacedName) error
 	terminal map[string]bool
-	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
-	m        *metrics
-	log      *slog.Logger
+	// ttl is how long the store remembers a finished request.
+	ttl   time.Duration
+	queue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	m     *metrics
+	log   *slog.Logger
 	// ended records, for review, that rr's incidents ended.
 	ended func(ctx context.Context, rr *v1alpha1.RemediationRequest)
 
 	mu sync.Mutex
-	// done holds the requests ended by this process, by uid and the number
-	// of incidents ended, so resyncs cost nothing.
+	// done holds the terminal requests whose incidents this process ended
+	// but which are not marked yet, by uid and the number of incidents
+	// ended, so a retry of the mark ends nothing twice. An entry goes when
+	// the marked request leaves the cache.
 	done map[types.UID]int
 }
 
-func newEnder(store record.Ender, cache client.Reader, terminal map[string]bool, m *metrics, log *slog.Logger) *ender {
+func newEnder(store interface {
+	record.Ender
+	record.Finishes
+}, cache client.Reader, mark func(context.Context, types.NamespacedName) error, terminal map[string]bool, ttl time.Duration, m *metrics, log *slog.Logger) *ender {
 	return &ender{
-		store: store, cache: cache, terminal: terminal, m: m, log: log,
+		store: store, cache: cache, mark: mark, terminal: terminal, ttl: ttl, m: m, log: log,
 		done: map[types.UID]int{},
 	}
 }
@@ -60,13 +81,14 @@ func (en *ender) close() { en.queue.ShutDown() }
 // handler is the informer event handler feeding the queue.
 func (en *ender) handler() toolscache.ResourceEventHandler {
 	enqueue := func(obj any) {
-		if rr, ok := obj.(*v1alpha1.RemediationRequest); ok && en.terminal[rr.Status.Phase] && rr.Spec.Storm == nil {
+		if rr, ok := obj.(*v1alpha1.RemediationRequest); ok && en.terminal[rr.Status.Phase] {
 			en.queue.Add(client.ObjectKeyFromObject(rr))
 		}
 	}
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		// A request leaves the cache when it is deleted or marked ended.
 		DeleteFunc: func(obj any) {
 			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
@@ -113,9 +135,23 @@ func (en *ender) end(ctx context.Context, key types.NamespacedName) error {
 		}
 		return fmt.Errorf("reading request %s from cache: %w", key, err)
 	}
-	if !en.terminal[rr.Status.Phase] {
+	if !en.terminal[rr.Status.Phase] || rr.Labels[v1alpha1.LabelEnded] == "true" {
 		return nil
 	}
+	if rr.Spec.Storm == nil {
+		if err := en.endIncidents(ctx, &rr); err != nil {
+			return err
+		}
+	}
+	if err := en.mark(ctx, key); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("marking request %s ended: %w", key, err)
+	}
+	return nil
+}
+
+// endIncidents ends rr's incidents and remembers rr as its fingerprint's
+// latest finished request, once per process.
+func (en *ender) endIncidents(ctx context.Context, rr *v1alpha1.RemediationRequest) error {
 	ids := []string{rr.Spec.IncidentID}
 	for _, f := range rr.Status.FoldedIncidents {
 		ids = append(ids, f.IncidentID)
@@ -126,10 +162,15 @@ func (en *ender) end(ctx context.Context, key types.NamespacedName) error {
 	if n == len(ids) {
 		return nil
 	}
+	key := client.ObjectKeyFromObject(rr)
 	for _, id := range ids {
 		if err := en.store.End(ctx, rr.Spec.Fingerprint, id); err != nil {
 			return fmt.Errorf("ending incident %s of %s: %w", id, rr.Spec.Fingerprint, err)
 		}
+	}
+	f := record.Finished{Namespace: rr.Namespace, Name: rr.Name, IncidentID: rr.Spec.IncidentID, Phase: rr.Status.Phase}
+	if err := en.store.SetFinished(ctx, rr.Spec.Fingerprint, f, en.ttl); err != nil {
+		return err
 	}
 	en.mu.Lock()
 	en.done[rr.UID] = len(ids)
@@ -138,7 +179,21 @@ func (en *ender) end(ctx context.Context, key types.NamespacedName) error {
 	en.log.Info("request reached a terminal phase; incident ended", "request", key.String(),
 		"phase", rr.Status.Phase, "fingerprint", rr.Spec.Fingerprint, "incidents", len(ids))
 	if en.ended != nil {
-		en.ended(ctx, &rr)
+		en.ended(ctx, rr)
 	}
 	return nil
+}
+
+// endedPatch sets LabelEnded; a merge patch of one label leaves every
+// other field (and metadata.generation) as it is.
+var endedPatch = client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelEnded+`":"true"}}}`))
+
+// markEnded marks the request key ended, which takes it out of the
+// writer's cache.
+func (w *Writer) markEnded(ctx context.Context, key types.NamespacedName) error {
+	return w.co.calls.do(ctx, func(ctx context.Context) error {
+		rr := &v1alpha1.RemediationRequest{}
+		rr.Namespace, rr.Name = key.Namespace, key.Name
+		return w.client.Patch(ctx, rr, endedPatch, client.FieldOwner(w.cfg.FieldManager))
+	})
 }

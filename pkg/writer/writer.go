@@ -25,7 +25,9 @@ import (
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -82,11 +84,13 @@ func RestConfig(cfg config.Writer) (*rest.Config, error) {
 }
 
 // Records is what the writer needs of the incident records: to read an
-// incident's newest state, and to end an incident whose request reached a
-// terminal phase.
+// incident's newest state, to end an incident whose request reached a
+// terminal phase, and to remember each fingerprint's latest finished
+// request (which the writer does not keep in memory).
 type Records interface {
 	record.Reader
 	record.Ender
+	record.Finishes
 }
 
 // Options are the writer's dependencies.
@@ -167,7 +171,21 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	scheme := Scheme()
 	// Namespaces are cached whole (environment and existence checks);
 	// the override ConfigMap alone is cached when one is configured.
-	byObject := map[client.Object]cache.ByObject{}
+	// Requests are cached until they are ended (LabelEnded, set by the
+	// ender once a terminal request's incidents have ended): the writer
+	// needs the active ones (the request of an incident, the fold target
+	// of a fingerprint) and the terminal ones still to end, so its memory
+	// follows the active requests and stays flat in the finished ones,
+	// which a cluster keeps by the hundred thousand. What it needs of a
+	// finished request later (previousRequestRef, an event arriving after
+	// its incident ended) comes from Redis or one API read.
+	notEnded, err := labels.NewRequirement(v1alpha1.LabelEnded, selection.DoesNotExist, nil)
+	if err != nil {
+		return nil, fmt.Errorf("selecting requests not ended: %w", err)
+	}
+	byObject := map[client.Object]cache.ByObject{
+		&v1alpha1.RemediationRequest{}: {Label: labels.NewSelector().Add(*notEnded)},
+	}
 	if ref := cfg.Environment.OverrideConfigMap; ref != "" {
 		ns, name, _ := strings.Cut(ref, "/")
 		byObject[&corev1.ConfigMap{}] = cache.ByObject{
@@ -196,7 +214,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	}
 	w.co = newCoalescer(w.client, cfg.FieldManager, cfg.CoalesceInterval, cfg.CoalesceMaxInterval, newAPICalls(cfg.RequestTimeout), o.Clock, w.m, w.log)
 	w.co.written = w.written
-	w.ender = newEnder(o.Records, w.cache, w.terminal, w.m, w.log)
+	w.ender = newEnder(o.Records, w.cache, w.markEnded, w.terminal, cfg.PreviousRequestTTL, w.m, w.log)
 	w.ender.ended = w.endedRecord
 	// Handlers wait for the coalesced write that covers their message, so
 	// the writer runs far more of them than CPU-bound stages

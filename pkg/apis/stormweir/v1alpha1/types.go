@@ -16,6 +16,10 @@ const (
 	LabelPriority        = "stormweir.io/priority"
 	LabelStorm           = "stormweir.io/storm"
 	LabelOriginNamespace = "stormweir.io/origin-namespace"
+	// LabelEnded ("true") marks a request in a terminal phase whose
+	// incidents the writer has ended. The writer watches only requests
+	// without it, so its memory does not grow with finished requests.
+	LabelEnded = "stormweir.io/ended"
 	// AnnotationOriginNamespace keeps the origin namespace in full when it
 	// does not fit a label value.
 	AnnotationOriginNamespace = "stormweir.io/origin-namespace"
