@@ -94,6 +94,13 @@ type Publisher struct {
 	prefix  string
 	next    uint64
 	batches map[string]*batch
+	// flights maps an output in flight (subject and msg-id) to the batch
+	// that sent it, until that batch's call returns: a concurrent call
+	// publishing the same output waits for it instead of sending it
+	// again. Stages coalesce their outputs under one msg-id (the
+	// deduper's events of one incident decided together), so many
+	// handlers publishing one event cost one message.
+	flights map[flightKey]*batch
 	// sub, status and watched are the reply subscription, the connection
 	// status listener and the end of the goroutine that watches it, set
 	// with prefix; Close releases them.
@@ -102,6 +109,10 @@ type Publisher struct {
 	watched chan struct{}
 	closed  bool
 }
+
+// flightKey names an output in flight: JetStream deduplicates msg-ids
+// per stream, and the subject decides the stream.
+type flightKey struct{ subject, msgID string }
 
 // batch is one Publish call's outputs in flight; every field is guarded by
 // Publisher.mu.
@@ -116,11 +127,16 @@ type batch struct {
 	dups    int
 	err     error
 	done    chan struct{}
+	// flights are the outputs (subject and msg-id) this batch sent and
+	// registered in Publisher.flights; joined the batches whose publish
+	// of one of this call's outputs it waits for instead of sending it.
+	flights []flightKey
+	joined  []*batch
 }
 
 // NewPublisher returns a Publisher that waits at most timeout for acks.
 func NewPublisher(js jetstream.JetStream, timeout time.Duration) *Publisher {
-	return &Publisher{nc: js.Conn(), timeout: timeout, slots: make(chan struct{}, MaxPendingAcks), batches: map[string]*batch{}}
+	return &Publisher{nc: js.Conn(), timeout: timeout, slots: make(chan struct{}, MaxPendingAcks), batches: map[string]*batch{}, flights: map[flightKey]*batch{}}
 }
 
 // ErrPublish wraps every failure to get an output acknowledged; it is
@@ -150,6 +166,20 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 	m := nats.Msg{Reply: b.reply}
 	for i := range outs {
 		o := &outs[i]
+		var flight flightKey
+		if o.MsgID != "" {
+			flight = flightKey{o.Subject, o.MsgID}
+			p.mu.Lock()
+			if f := p.flights[flight]; f != nil {
+				// Sent already by a call still waiting for its ack:
+				// wait for that one instead of sending it again.
+				b.joined = append(b.joined, f)
+				p.settle(b, 1)
+				p.mu.Unlock()
+				continue
+			}
+			p.mu.Unlock()
+		}
 		// Under a flood the window fills; wait for room (bounded by the
 		// publish timeout) rather than failing the request.
 		if err := p.acquire(ctx); err != nil {
@@ -163,8 +193,8 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 			}
 			m.Header[jetstream.MsgIDHeader] = []string{o.MsgID}
 		}
-		// Counted before it goes out: its ack may come back first.
 		p.mu.Lock()
+		// Counted before it goes out: its ack may come back first.
 		b.sent++
 		p.mu.Unlock()
 		if err := p.nc.PublishMsg(&m); err != nil {
@@ -175,6 +205,17 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 			p.abandon(b, len(outs)-i, fmt.Errorf("%w: publishing to %s: %w", ErrPublish, o.Subject, err))
 			break
 		}
+		if o.MsgID != "" {
+			// Only once it is on the connection: a call that joins it
+			// sends what follows after it, so every call's outputs are
+			// stored in its order.
+			p.mu.Lock()
+			if p.flights[flight] == nil {
+				p.flights[flight] = b
+				b.flights = append(b.flights, flight)
+			}
+			p.mu.Unlock()
+		}
 	}
 	select {
 	case <-b.done:
@@ -182,9 +223,31 @@ func (p *Publisher) Publish(ctx context.Context, outs ...Output) (PublishResult,
 		p.abandon(b, -1, fmt.Errorf("%w: waiting for acks: %w", ErrPublish, ctx.Err()))
 	}
 	p.mu.Lock()
-	res.Duplicates, err = b.dups, b.err
+	res.Duplicates, err = b.dups+len(b.joined), b.err
 	p.mu.Unlock()
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	// An output joined to another call's publish is stored once that
+	// call's acknowledgements are in; any failure there fails this call
+	// too, and its retry is absorbed by msg-id.
+	for _, f := range b.joined {
+		if f == b {
+			continue
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return res, fmt.Errorf("%w: waiting for the acks of a publish of the same msg-id: %w", ErrPublish, ctx.Err())
+		}
+		p.mu.Lock()
+		err = f.err
+		p.mu.Unlock()
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // register subscribes to the reply subjects on first use and returns a new
@@ -218,6 +281,11 @@ func (p *Publisher) register(n int) (*batch, error) {
 func (p *Publisher) unregister(b *batch) {
 	p.mu.Lock()
 	delete(p.batches, b.reply[len(p.prefix):])
+	for _, f := range b.flights {
+		if p.flights[f] == b {
+			delete(p.flights, f)
+		}
+	}
 	free := b.sent - b.acked
 	b.sent = b.acked
 	p.mu.Unlock()

@@ -13,7 +13,11 @@ import (
 
 	"github.com/stormweir/stormweir/pkg/app"
 	"github.com/stormweir/stormweir/pkg/bus"
+	"github.com/stormweir/stormweir/pkg/clock"
+	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/loadgen"
+	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/signal"
 	"github.com/stormweir/stormweir/test/testenv"
 )
@@ -64,4 +68,33 @@ func BenchmarkStage_handle(b *testing.B) {
 		i++
 	}
 	testenv.ReportCPU(b, nil, cpu)
+}
+
+// BenchmarkStage_duplicateBacklog measures the deduper through JetStream
+// and its own Redis server on the duplicate path: b.N distinct signals of
+// one incident wait in the stream (as when a flood outruns the deduper),
+// then one replica decides them all. It reports the events published per
+// signal (what the next stage reads) and the CPU time of this process
+// (deduper and the embedded nats-server) and of Redis per signal.
+//
+//	go test -run XXX -bench BenchmarkStage_duplicateBacklog -benchtime 20000x ./pkg/dedup
+func BenchmarkStage_duplicateBacklog(b *testing.B) {
+	p := newPipeline(b)
+	r := testenv.OwnRedis(b)
+	c, err := redisclient.New(redisConfig(r.Addr))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = c.Close() })
+	store := record.NewRedisStore(c, r.Prefix, config.DefaultDedup(), clock.Real{})
+	p.cfg.Bus.Consumer.Concurrency = config.DefaultBus().Consumer.Concurrency
+	p.publish(b, firingSignals("backlog", b.N, 1)...)
+	b.ResetTimer()
+	cpu := testenv.ReadCPU(b, c)
+	p.start(b, store)
+	p.waitSettled(b, uint64(b.N), 10*time.Minute)
+	b.StopTimer()
+	testenv.ReportCPU(b, c, cpu)
+	subj := p.subjectCounts(b, bus.StreamIncidents)
+	b.ReportMetric(float64(subj[p.subj.DedupUnrouted()]+subj[p.subj.DedupNew()])/float64(b.N), "events/signal")
+	total, _ := sumCounts(b, store, "backlog", 1)
+	require.EqualValues(b, b.N, total, "every signal counted once")
 }

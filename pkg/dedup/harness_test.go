@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/app"
@@ -272,4 +273,33 @@ func sumCounts(t testing.TB, s record.Store, tag string, fps int) (total int64, 
 		}
 	}
 	return total, found
+}
+
+// assertNewestPublished checks that the deduper published each of the fps
+// fingerprints of tag at its record's newest state: the next stage gets
+// every count even where the events of decisions taken together were
+// coalesced into their newest. It returns how many updates it found.
+func assertNewestPublished(t testing.TB, p *pipeline, store record.Store, tag string, fps int) int {
+	t.Helper()
+	newest := map[string]incident.Event{}
+	updates := 0
+	for _, e := range p.events(t) {
+		if e.Subject != p.subj.DedupNew() {
+			updates++
+		}
+		if n, ok := newest[e.Event.Fingerprint]; !ok || e.Event.Revision > n.Revision {
+			newest[e.Event.Fingerprint] = e.Event
+		}
+	}
+	for k := range fps {
+		fp := fingerprint(tag, k)
+		rec, err := store.Get(context.Background(), fp)
+		if !assert.NoError(t, err, "record of %s", fp) {
+			continue
+		}
+		ev := newest[fp]
+		assert.Equal(t, rec.Revision, ev.Revision, "the newest revision of %s is published", fp)
+		assert.Equal(t, rec.Count, ev.Count, "with its count")
+	}
+	return updates
 }

@@ -29,6 +29,7 @@ const StageName = "deduper"
 type Metrics struct {
 	Decisions *prometheus.CounterVec
 	Store     prometheus.Histogram
+	Batch     prometheus.Histogram
 	Errors    prometheus.Counter
 }
 
@@ -41,15 +42,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"decision"}),
 		Store: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "stormweir_dedup_redis_seconds",
-			Help:    "Time of one dedup decision in the store (one Redis script call).",
+			Help:    "Time of one batch of dedup decisions in the store (one Redis pipeline of script calls).",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14),
+		}),
+		Batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stormweir_dedup_batch_signals",
+			Help:    "Signals decided together in one batch (one Redis pipeline); their events are coalesced per incident.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
 		Errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stormweir_dedup_errors_total",
 			Help: "Dedup decisions that failed in the store; the signal waits and is retried.",
 		}),
 	}
-	reg.MustRegister(m.Decisions, m.Store, m.Errors)
+	reg.MustRegister(m.Decisions, m.Store, m.Batch, m.Errors)
 	return m
 }
 
@@ -62,6 +68,7 @@ type Stage struct {
 	store  record.Decider
 	subj   bus.Subjects
 	worker *bus.Worker
+	batch  *batcher
 	m      *Metrics
 	// storeErr is the last decision's store error, nil after a success:
 	// a Redis that answers PING but rejects writes (OOM, a read-only
@@ -75,6 +82,7 @@ type Stage struct {
 func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage, error) {
 	subj := bus.NewSubjects(p.Config.Bus.Prefix)
 	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry)}
+	s.batch = &batcher{decide: s.decide, output: s.output}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()}},
@@ -121,39 +129,71 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	if err := record.CheckSignal(&sig); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("invalid signal %s: %w", sig.ID, err))
 	}
-	msgID := m.MsgID()
-	start := time.Now()
-	res, err := s.store.Decide(ctx, &sig, msgID)
-	s.m.Store.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.m.Errors.Inc()
-		s.storeErr.Store(&err)
-		return nil, fmt.Errorf("deciding on signal %s: %w", msgID, err)
+	c := &call{sig: &sig, msgID: m.MsgID(), in: m}
+	if err := s.batch.run(ctx, c); err != nil {
+		return nil, fmt.Errorf("deciding on signal %s: %w", c.msgID, err)
 	}
-	s.storeErr.Store(nil)
-	if res.Duplicate {
-		s.m.Decisions.WithLabelValues(string(incident.DecisionDuplicate)).Inc()
-	} else {
-		s.m.Decisions.WithLabelValues(string(res.Decision)).Inc()
+	if c.err != nil {
+		return nil, c.err
 	}
-	out, ok, err := s.output(m.Data, msgID, res)
-	if err != nil || !ok {
-		return nil, err
+	if !c.ok {
+		return nil, nil
 	}
-	return []bus.Output{out}, nil
+	return []bus.Output{c.out}, nil
 }
 
-// output builds the event for res. A redelivered message republishes its
-// event under the same msg-id (the first attempt may have died between the
-// store write and the publish), carrying the record as it stands now:
-// values are absolute and revisioned, so a newer state is never wrong.
-// sig is the signal as received.
-func (s *Stage) output(sig []byte, msgID string, res record.Result) (bus.Output, bool, error) {
+// decide decides a batch in the store: in one call when the store
+// decides batches, else one signal after another. It counts the
+// decisions and keeps the store's health.
+func (s *Stage) decide(ctx context.Context, reqs []record.DecideRequest) []record.DecideResponse {
+	start := time.Now()
+	var resps []record.DecideResponse
+	if b, ok := s.store.(record.BatchDecider); ok {
+		resps = b.DecideBatch(ctx, reqs)
+	} else {
+		resps = make([]record.DecideResponse, len(reqs))
+		for i, r := range reqs {
+			resps[i].Result, resps[i].Err = s.store.Decide(ctx, r.Sig, r.MsgID)
+		}
+	}
+	s.m.Store.Observe(time.Since(start).Seconds())
+	s.m.Batch.Observe(float64(len(reqs)))
+	var failed error
+	for i, r := range resps {
+		if r.Err != nil {
+			s.m.Errors.Inc()
+			failed = r.Err
+			resps[i].Err = fmt.Errorf("deciding on signal %s: %w", reqs[i].MsgID, r.Err)
+			continue
+		}
+		if r.Result.Duplicate {
+			s.m.Decisions.WithLabelValues(string(incident.DecisionDuplicate)).Inc()
+		} else {
+			s.m.Decisions.WithLabelValues(string(r.Result.Decision)).Inc()
+		}
+	}
+	if failed != nil {
+		s.storeErr.Store(&failed)
+	} else {
+		s.storeErr.Store(nil)
+	}
+	return resps
+}
+
+// output builds the event for c's decision. A redelivered message
+// republishes its event under the same msg-id (the first attempt may
+// have died between the store write and the publish), carrying the
+// record as it stands now: values are absolute and revisioned, so a newer
+// state is never wrong. The event carries its signal's receipt time, so
+// the event that covers a batch's decisions (see batcher) carries its
+// own signal's.
+func (s *Stage) output(c *call) (bus.Output, bool, error) {
+	res := &c.res
 	r := &res.Record
 	if res.Decision == incident.DecisionResolvedUnknown || r.IncidentID == "" {
 		return bus.Output{}, false, nil
 	}
-	ev := incident.Event{Decision: res.Decision, Signal: sig}
+	ev := incident.Event{Decision: res.Decision, Signal: c.in.Data}
 	record.Refresh(&ev, r)
 	data, err := incident.Marshal(&ev)
 	if err != nil {
@@ -162,7 +202,10 @@ func (s *Stage) output(sig []byte, msgID string, res record.Result) (bus.Output,
 	h := nats.Header{}
 	h.Set(bus.HeaderFingerprint, r.Fingerprint)
 	h.Set(bus.HeaderIncident, r.IncidentID)
-	return bus.Output{Subject: s.subject(res), Data: data, MsgID: OutputMsgID(msgID), Header: h}, true, nil
+	if rcv := c.in.Header.Get(bus.HeaderReceivedAt); rcv != "" {
+		h.Set(bus.HeaderReceivedAt, rcv)
+	}
+	return bus.Output{Subject: s.subject(*res), Data: data, MsgID: OutputMsgID(c.msgID), Header: h}, true, nil
 }
 
 // subject sends an event where the incident's route says: new incidents

@@ -83,6 +83,16 @@ func (s *MemoryStore) live(fp string, now int64) *memRecord {
 	return r
 }
 
+// DecideBatch implements BatchDecider: the decisions one after another,
+// as the Redis store's pipeline takes them.
+func (s *MemoryStore) DecideBatch(ctx context.Context, reqs []DecideRequest) []DecideResponse {
+	out := make([]DecideResponse, len(reqs))
+	for i, r := range reqs {
+		out[i].Result, out[i].Err = s.Decide(ctx, r.Sig, r.MsgID)
+	}
+	return out
+}
+
 // Decide implements Decider.
 func (s *MemoryStore) Decide(ctx context.Context, sig *signal.Head, msgID string) (Result, error) {
 	if err := ctx.Err(); err != nil {

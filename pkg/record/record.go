@@ -65,6 +65,29 @@ type Decider interface {
 	Decide(ctx context.Context, sig *signal.Head, msgID string) (Result, error)
 }
 
+// BatchDecider is implemented by stores that decide many signals in one
+// round trip. The deduper uses it when its store has it: decisions that
+// arrive together pay one Redis pipeline instead of one round trip each.
+type BatchDecider interface {
+	// DecideBatch decides each of reqs as Decide would, in order: of two
+	// signals of one fingerprint the later one sees the earlier one's
+	// decision. Every request gets its own result or error; a failed one
+	// decided nothing.
+	DecideBatch(ctx context.Context, reqs []DecideRequest) []DecideResponse
+}
+
+// DecideRequest is one signal to decide, with its message id.
+type DecideRequest struct {
+	Sig   *signal.Head
+	MsgID string
+}
+
+// DecideResponse is the result of one DecideRequest, or why it failed.
+type DecideResponse struct {
+	Result Result
+	Err    error
+}
+
 // Router is the aggregator's need: record where an incident goes.
 type Router interface {
 	// SetRoute records the aggregator's route for incidentID and returns

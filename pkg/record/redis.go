@@ -170,8 +170,51 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Head, msgID string)
 	if err := CheckSignal(sig); err != nil {
 		return Result{}, err
 	}
-	fp := sig.Fingerprint
+	keys, args := s.decideArgs(sig, msgID, ms(s.clk.Now()))
+	v, err := decideScript.Run(ctx, s.c, keys, args...).Slice()
+	return decideReply(sig.Fingerprint, v, err)
+}
+
+// DecideBatch implements BatchDecider: one pipeline of decide scripts,
+// all at one "now". Redis runs a connection's commands in order, so two
+// signals of one fingerprint are decided in the order of reqs (in a
+// Cluster, go-redis sends each slot's commands in order to its node). A
+// script Redis does not hold yet (first use, or a restart emptied its
+// cache) fails with NOSCRIPT in the pipeline; those requests are run
+// again one by one, which loads the script.
+func (s *RedisStore) DecideBatch(ctx context.Context, reqs []DecideRequest) []DecideResponse {
+	out := make([]DecideResponse, len(reqs))
 	now := ms(s.clk.Now())
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(reqs))
+	for i, r := range reqs {
+		if err := CheckSignal(r.Sig); err != nil {
+			out[i].Err = err
+			continue
+		}
+		keys, args := s.decideArgs(r.Sig, r.MsgID, now)
+		cmds[i] = decideScript.EvalSha(ctx, pipe, keys, args...)
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
+	for i, r := range reqs {
+		if cmds[i] == nil {
+			continue
+		}
+		v, err := cmds[i].Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			out[i].Result, out[i].Err = s.Decide(ctx, r.Sig, r.MsgID)
+			continue
+		}
+		out[i].Result, out[i].Err = decideReply(r.Sig.Fingerprint, v, err)
+	}
+	return out
+}
+
+// decideArgs are decideScript's keys and arguments for sig at now (ms).
+func (s *RedisStore) decideArgs(sig *signal.Head, msgID string, now int64) ([]string, []any) {
+	fp := sig.Fingerprint
 	firing := "0"
 	if sig.Firing() {
 		firing = "1"
@@ -179,13 +222,17 @@ func (s *RedisStore) Decide(ctx context.Context, sig *signal.Head, msgID string)
 	window, reopen, seen := s.cfg.Window.Milliseconds(), s.cfg.ReopenWindow.Milliseconds(), s.cfg.SeenTTL.Milliseconds()
 	grace := gcGrace.Milliseconds()
 	uid, n := sig.Occurrences()
-	v, err := decideScript.Run(ctx, s.c, []string{s.recordKey(fp), s.seenKey(fp, msgID)},
+	return []string{s.recordKey(fp), s.seenKey(fp, msgID)}, []any{
 		now, firing, IncidentID(fp, msgID),
-		now+window, window+grace,
-		now+reopen, reopen+grace,
-		now+seen, seen+grace,
+		now + window, window + grace,
+		now + reopen, reopen + grace,
+		now + seen, seen + grace,
 		uid, n,
-	).Slice()
+	}
+}
+
+// decideReply reads decideScript's reply for fingerprint fp.
+func decideReply(fp string, v []any, err error) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("deciding on fingerprint %s in redis: %w", fp, err)
 	}
@@ -295,4 +342,7 @@ func parseRecord(fp string, v []any) (Record, error) {
 	}, nil
 }
 
-var _ Store = (*RedisStore)(nil)
+var (
+	_ Store        = (*RedisStore)(nil)
+	_ BatchDecider = (*RedisStore)(nil)
+)

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"fingerprints_independent", testIndependent},
 		{"concurrent_decisions_exact", testConcurrent},
 		{"invalid_signal_rejected", testInvalid},
+		{"batch_decides_in_order", testBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -439,4 +440,47 @@ func testInvalid(t *testing.T, s record.Store, clk *clock.Fake) {
 	}
 	_, err := s.Get(context.Background(), "fp")
 	assert.ErrorIs(t, err, record.ErrNotFound)
+}
+
+// testBatch: a batch decides as its signals one after another would, a
+// redelivery inside the batch included, and an invalid signal fails alone.
+func testBatch(t *testing.T, s record.Store, clk *clock.Fake) {
+	b, ok := s.(record.BatchDecider)
+	require.True(t, ok, "the store decides batches")
+	decide(t, s, "fp1", firing, "m0")
+	clk.Advance(time.Second)
+	got := b.DecideBatch(context.Background(), []record.DecideRequest{
+		{Sig: Sig("fp1", firing), MsgID: "m1"},
+		{Sig: Sig("fp2", firing), MsgID: "m2"},
+		{Sig: Sig("", firing), MsgID: "m3"},
+		{Sig: Sig("fp1", firing), MsgID: "m1"},
+		{Sig: Sig("fp1", resolved), MsgID: "m4"},
+	})
+	require.Len(t, got, 5)
+	for i, r := range got {
+		if i != 2 {
+			require.NoError(t, r.Err, "request %d", i)
+		}
+	}
+	assert.Error(t, got[2].Err, "a signal without fingerprint")
+
+	assert.Equal(t, incident.DecisionOccurrence, got[0].Result.Decision)
+	assert.EqualValues(t, 2, got[0].Result.Record.Count)
+	assert.EqualValues(t, 2, got[0].Result.Record.Revision)
+	assert.True(t, got[0].Result.Record.LastSeen.Equal(Start.Add(time.Second)))
+
+	assert.Equal(t, incident.DecisionNew, got[1].Result.Decision)
+	assert.Equal(t, record.IncidentID("fp2", "m2"), got[1].Result.Record.IncidentID)
+
+	assert.True(t, got[3].Result.Duplicate, "m1 again is a redelivery")
+	assert.Equal(t, incident.DecisionOccurrence, got[3].Result.Decision)
+	assert.EqualValues(t, 2, got[3].Result.Record.Count)
+
+	assert.Equal(t, incident.DecisionResolved, got[4].Result.Decision)
+	assert.EqualValues(t, 3, got[4].Result.Record.Revision)
+	assert.Equal(t, got[0].Result.Record.IncidentID, got[4].Result.Record.IncidentID)
+
+	rec, err := s.Get(context.Background(), "fp1")
+	require.NoError(t, err)
+	assert.Equal(t, got[4].Result.Record, rec)
 }
