@@ -66,6 +66,7 @@ type Report struct {
 	AcceptedPerSec float64       `json:"acceptedPerSec"`
 	P50            time.Duration `json:"p50"`
 	P99            time.Duration `json:"p99"`
+	P999           time.Duration `json:"p999"`
 	Max            time.Duration `json:"max"`
 	// Expected is what the pipeline should make of the load.
 	Expected Expected `json:"expected"`
@@ -250,7 +251,7 @@ send:
 	rep.AcceptedPerSec = float64(rep.Accepted) / rep.Elapsed.Seconds()
 	slices.Sort(lat)
 	if len(lat) > 0 {
-		rep.P50, rep.P99, rep.Max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+		rep.P50, rep.P99, rep.P999, rep.Max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)*999/1000], lat[len(lat)-1]
 	}
 	return rep, ctx.Err()
 }
