@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -269,17 +270,23 @@ func flatten(prefix string, v any, out *[]string) {
 func newExplainCommand() *cobra.Command {
 	var f reviewFlags
 	cmd := &cobra.Command{
-		Use:   "explain NAME|INCIDENT|FINGERPRINT [flags]",
+		Use:   "explain NAME|INCIDENT|FINGERPRINT|rejected|ignored [flags]",
 		Short: "Tell one incident's story from what the stages recorded",
 		Long: `Tell one incident's story in a few lines, from what the stages recorded on
 the streams: what opened it, how often it repeated and flapped, whether it
 was folded into a storm, the request written with its environment and
 priority and the rules that chose them, the phase the remediation
 controller set, or why it never became a request (rejected, resolved with
-no incident, dead-lettered); and where in the streams the evidence lies.` + cli.ConfigHelp(),
+no incident, dead-lettered); and where in the streams the evidence lies.
+
+"rejected" and "ignored" tell what became of the webhook items that never
+were signals in the range: those the receiver refused (with the reason
+its answer gave the sender) and those it took but ignored (Normal
+Kubernetes events, Grafana contact point tests).` + cli.ConfigHelp(),
 		Example: `  stormweir explain rr-i0123456789abcdef0123
   stormweir explain s586e7f179d5ebcf3c8dc9c89-7107bded0e91 --nats-url nats://127.0.0.1:4233
-  stormweir explain 5a1f0c93d2b8e417... --since 1d`,
+  stormweir explain 5a1f0c93d2b8e417... --since 1d
+  stormweir explain ignored --since 2h`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return cli.Usagef("name one RemediationRequest, incident, storm or fingerprint")
@@ -293,9 +300,13 @@ no incident, dead-lettered); and where in the streams the evidence lies.` + cli.
 		if err != nil {
 			return cli.Usage(err)
 		}
-		if ref := args[0]; review.LooksLikeIncident(ref) {
+		kind := ""
+		switch ref := args[0]; {
+		case ref == review.KindRejected || ref == review.KindIgnored:
+			kind = ref
+		case review.LooksLikeIncident(ref):
 			sel.Incident = review.IncidentOf(ref)
-		} else {
+		default:
 			sel.Fingerprint = ref
 		}
 		cfg, err := f.load(cmd)
@@ -316,10 +327,17 @@ no incident, dead-lettered); and where in the streams the evidence lies.` + cli.
 		if err != nil {
 			return err
 		}
-		if len(rep.Timelines) == 0 {
+		tls := rep.Timelines
+		if kind != "" {
+			tls = slices.DeleteFunc(tls, func(t *review.Timeline) bool { return t.Kind != kind })
+			if len(tls) == 0 {
+				return fmt.Errorf("no %s webhook items recorded in the selected range", kind)
+			}
+		}
+		if len(tls) == 0 {
 			return emptyError(sel)
 		}
-		return review.WriteExplanations(cmd.OutOrStdout(), rep.Timelines)
+		return review.WriteExplanations(cmd.OutOrStdout(), tls)
 	}
 	return cmd
 }

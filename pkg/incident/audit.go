@@ -14,6 +14,10 @@ const (
 	AuditWritten AuditKind = "written"
 	// AuditRejected: the receiver refused an item of a webhook.
 	AuditRejected AuditKind = "rejected"
+	// AuditIgnored: the receiver accepted an item of a webhook that is
+	// valid but never a signal (a Normal Kubernetes event, a Grafana
+	// contact point test).
+	AuditIgnored AuditKind = "ignored"
 	// AuditEnded: the remediation controller set a terminal phase on a
 	// request, and the writer ended its incidents.
 	AuditEnded AuditKind = "ended"
@@ -61,7 +65,8 @@ type Audit struct {
 	// (AuditEnded).
 	Phase string `json:"phase,omitempty"`
 
-	// AuditRejected: the item's source, position and name, and why.
+	// AuditRejected, AuditIgnored: the item's source, position and name,
+	// and why.
 	Source string `json:"source,omitempty"`
 	Index  int    `json:"index,omitempty"`
 	Name   string `json:"name,omitempty"`

@@ -13,7 +13,7 @@ type metrics struct {
 	signals  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	publish  prometheus.Histogram
-	// auditLost counts records of rejected items not stored (review).
+	// auditLost counts records of rejected and ignored items not stored (review).
 	auditLost prometheus.Counter
 
 	// bySource caches each endpoint's series, so a request does not hash
@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.auditLost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "stormweir_receiver_audit_lost_total",
-		Help: "Records of rejected webhook items (for review) not stored on the audit subject.",
+		Help: "Records of rejected and ignored webhook items (for review) not stored on the audit subject.",
 	})
 	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost)
 	return m

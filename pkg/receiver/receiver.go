@@ -285,9 +285,9 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 		return writeProblem(w, http.StatusBadRequest, "invalid payload", err.Error(), nil)
 	}
 	m.rejected.Add(float64(len(batch.Rejected)))
-	m.ignored.Add(float64(batch.Ignored))
-	r.recordRejected(req.Context(), src, batch.Rejected)
-	if len(batch.Signals) == 0 && batch.Ignored == 0 {
+	m.ignored.Add(float64(len(batch.Ignored)))
+	r.recordRefused(req.Context(), src, batch)
+	if len(batch.Signals) == 0 && len(batch.Ignored) == 0 {
 		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
 	}
 
@@ -306,7 +306,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	}
 	m.accepted.Add(float64(len(outs) - res.Duplicates))
 	m.duplicate.Add(float64(res.Duplicates))
-	resp := Response{Accepted: len(outs), Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: batch.Ignored, Truncated: batch.Truncated}
+	resp := Response{Accepted: len(outs), Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: len(batch.Ignored), Truncated: batch.Truncated}
 	if len(resp.Rejected) == 0 {
 		// The common answer, written without reflection.
 		w.Header().Set("Content-Type", "application/json")
@@ -317,29 +317,34 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	return writeJSON(w, http.StatusAccepted, "application/json", resp)
 }
 
-// recordRejected records the refused items of a request for review
-// (incident.Audit on <prefix>.audit.receiver): the sender got the reasons
-// in the answer, and this keeps them beside the signals that were
-// accepted. The signals do not wait for it; a record that cannot be
-// stored is counted and logged.
-func (r *Receiver) recordRejected(ctx context.Context, src signal.Source, rejected []signal.Rejection) {
-	if len(rejected) == 0 {
+// recordRefused records the items of a request that do not become
+// signals, rejected or ignored, for review (incident.Audit on
+// <prefix>.audit.receiver): the sender got the reasons in the answer, and
+// this keeps them beside the signals that were accepted, so `stormweir
+// explain rejected|ignored` can say what became of them. The signals do
+// not wait for it; a record that cannot be stored is counted and logged.
+func (r *Receiver) recordRefused(ctx context.Context, src signal.Source, batch *signal.Batch) {
+	if len(batch.Rejected) == 0 && len(batch.Ignored) == 0 {
 		return
 	}
 	now := r.clk.Now()
-	outs := make([]bus.Output, 0, len(rejected))
-	for _, rj := range rejected {
-		out, err := bus.AuditOutput(r.subjects, "receiver", &incident.Audit{
-			Kind: incident.AuditRejected, Time: now, Source: string(src), Index: rj.Index, Name: rj.Name, Reason: rj.Reason,
-		}, "")
-		if err != nil {
-			continue
+	outs := make([]bus.Output, 0, len(batch.Rejected)+len(batch.Ignored))
+	add := func(kind incident.AuditKind, items []signal.Rejection) {
+		for _, rj := range items {
+			out, err := bus.AuditOutput(r.subjects, "receiver", &incident.Audit{
+				Kind: kind, Time: now, Source: string(src), Index: rj.Index, Name: rj.Name, Reason: rj.Reason,
+			}, "")
+			if err != nil {
+				continue
+			}
+			outs = append(outs, out)
 		}
-		outs = append(outs, out)
 	}
+	add(incident.AuditRejected, batch.Rejected)
+	add(incident.AuditIgnored, batch.Ignored)
 	if _, err := r.pub.Publish(ctx, outs...); err != nil {
 		r.metrics.auditLost.Add(float64(len(outs)))
-		r.log.Warn("records of rejected items not stored", "items", len(outs), "err", err)
+		r.log.Warn("records of rejected and ignored items not stored", "items", len(outs), "err", err)
 	}
 }
 

@@ -17,7 +17,7 @@ func Explain(t *Timeline) []string {
 		opened, lastDup, resolved, created, closed *Row
 		dups, flaps, writes                        int
 		lastWrite, stormOpen, stormLast            *Row
-		dead, rejected, undecided                  []*Row
+		dead, refused, undecided                   []*Row
 		individual                                 bool
 		evidence                                   []string
 	)
@@ -49,20 +49,24 @@ func Explain(t *Timeline) []string {
 			individual = true
 		case EventDead:
 			dead = append(dead, r)
-		case EventRejected:
-			rejected = append(rejected, r)
+		case EventRejected, EventIgnored:
+			refused = append(refused, r)
 		case EventUndecided:
 			undecided = append(undecided, r)
 		}
-		if r.Stage != StageReceiver || t.Kind == KindRejected {
+		if r.Stage != StageReceiver || t.Kind == KindRejected || t.Kind == KindIgnored {
 			evidence = append(evidence, r.Evidence)
 		}
 	}
 	add("%s", strings.ToUpper(t.Heading()[:1])+t.Heading()[1:])
 	switch t.Kind {
 	case KindRejected:
-		for _, r := range rejected {
+		for _, r := range refused {
 			add("never a signal: the receiver refused it at %s: %s", formatTime(r.Time), r.Detail)
+		}
+	case KindIgnored:
+		for _, r := range refused {
+			add("never a signal: the receiver accepted and ignored it at %s: %s", formatTime(r.Time), r.Detail)
 		}
 	case KindNoIncident:
 		for _, r := range undecided {

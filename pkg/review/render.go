@@ -84,6 +84,8 @@ func (t *Timeline) Heading() string {
 	switch t.Kind {
 	case KindRejected:
 		return "rejected webhook items"
+	case KindIgnored:
+		return "ignored webhook items"
 	case KindNoIncident:
 		b.WriteString("signals without an incident")
 	default:
@@ -137,7 +139,7 @@ func renderTable(w io.Writer, t *Timeline) error {
 }
 
 // repeatable are the events a table shortens when they come in runs.
-var repeatable = map[string]bool{EventDuplicate: true, EventStormUp: true, EventUpdated: true, EventSignal: true, EventRejected: true}
+var repeatable = map[string]bool{EventDuplicate: true, EventStormUp: true, EventUpdated: true, EventSignal: true, EventRejected: true, EventIgnored: true}
 
 func writeRow(w io.Writer, r *Row) {
 	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(timeFormat), r.Stage, r.Event, r.Detail, r.Evidence)

@@ -110,6 +110,7 @@ func TestReplay_goldenTimelines(t *testing.T) {
 		{"new.txt", "KubePodCrashLooping"},
 		{"flap.txt", "KubeDeploymentReplicasMismatch"},
 		{"rejected.txt", review.KindRejected},
+		{"ignored.txt", review.KindIgnored},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			tl := timelineOf(t, rep, tc.name)

@@ -32,6 +32,7 @@ var stageOrder = map[string]int{StageReceiver: 0, StageDeduper: 1, StageAggregat
 const (
 	EventSignal     = "signal"            // the receiver stored a signal
 	EventRejected   = "rejected"          // the receiver refused a webhook item
+	EventIgnored    = "ignored"           // the receiver took a webhook item that is not a signal
 	EventNew        = "new"               // the deduper opened an incident
 	EventDuplicate  = "duplicate"         // a repeat within the window
 	EventResolved   = "resolved"          // the incident was resolved
@@ -105,6 +106,7 @@ const (
 	KindStorm      = "storm"
 	KindNoIncident = "no-incident"
 	KindRejected   = "rejected"
+	KindIgnored    = "ignored"
 )
 
 // Replay is a read of a pipeline's streams into timelines.
@@ -342,16 +344,20 @@ func (b *builder) audit(m *Msg) error {
 		return nil
 	}
 	switch a.Kind {
-	case incident.AuditRejected:
+	case incident.AuditRejected, incident.AuditIgnored:
 		if b.sel.Incident != "" || b.sel.Fingerprint != "" {
 			return nil
 		}
-		t := b.timeline(KindRejected, KindRejected, "")
+		kind, event := KindRejected, EventRejected
+		if a.Kind == incident.AuditIgnored {
+			kind, event = KindIgnored, EventIgnored
+		}
+		t := b.timeline(kind, kind, "")
 		name := a.Name
 		if name == "" {
 			name = "(unnamed)"
 		}
-		t.Rows = append(t.Rows, Row{Time: a.Time, Stage: StageReceiver, Event: EventRejected, Evidence: evidence(m), Reason: a.Reason,
+		t.Rows = append(t.Rows, Row{Time: a.Time, Stage: StageReceiver, Event: event, Evidence: evidence(m), Reason: a.Reason,
 			Detail: fmt.Sprintf("%s item %d %s: %s", a.Source, a.Index, name, a.Reason), seq: m.Seq})
 		return nil
 	case incident.AuditRouted:

@@ -17,7 +17,7 @@ func TestDecoder_alertmanagerBatch(t *testing.T) {
 	require.Empty(t, b.Rejected)
 	require.Len(t, b.Signals, 8, "every alert of the batch is its own signal")
 	assert.Equal(t, 3, b.Truncated)
-	assert.Zero(t, b.Ignored)
+	assert.Empty(t, b.Ignored)
 
 	firing, resolved := StatusFiring, StatusResolved
 	tests := []struct {

@@ -39,9 +39,10 @@ type Batch struct {
 	Signals []Signal
 	// Rejected are the items that were invalid; their siblings are kept.
 	Rejected []Rejection
-	// Ignored counts items that are valid but never become signals
-	// (Kubernetes events of type Normal).
-	Ignored int
+	// Ignored are the items that are valid but never become signals
+	// (Kubernetes events of type Normal, Grafana contact point tests),
+	// with why, so a review can say what happened to them.
+	Ignored []Rejection
 	// Truncated is Alertmanager's truncatedAlerts: alerts the sender left
 	// out of the batch, a storm hint.
 	Truncated int

@@ -109,7 +109,7 @@ func isGrafanaTestAlert(a *grafanaAlert) bool {
 // an ignored contact point test.
 func (d *Decoder) addGrafanaAlert(b *Batch, h *grafanaHeader, i int, a *grafanaAlert, received time.Time) {
 	if isGrafanaTestAlert(a) {
-		b.Ignored++
+		b.Ignored = append(b.Ignored, Rejection{Index: i, Name: "TestAlert", Reason: "a Grafana contact point test, not an alert"})
 		return
 	}
 	s, reason := alertSignal(SourceGrafana, &h.amHeader, &a.amAlert)

@@ -48,7 +48,7 @@ func TestDecoder_grafanaDocumentedPayload(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, b.Rejected)
 	require.Len(t, b.Signals, 2)
-	assert.Zero(t, b.Ignored)
+	assert.Empty(t, b.Ignored)
 
 	s := b.Signals[0]
 	assert.Equal(t, SourceGrafana, s.Source)
@@ -133,7 +133,7 @@ func TestDecoder_grafanaContactPointTestIsIgnored(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, b.Signals)
 	assert.Empty(t, b.Rejected)
-	assert.Equal(t, 1, b.Ignored)
+	assert.Len(t, b.Ignored, 1)
 
 	// A test with labels of the user's own is a signal like any other.
 	custom := grafanaBody(t, `{"status":"firing","labels":{"alertname":"TestAlert","instance":"Grafana","pod":"api-0","namespace":"payments"}}`)

@@ -163,7 +163,7 @@ func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 func (d *Decoder) addEvent(b *Batch, i int, e *kubeEvent, received time.Time) {
 	switch e.Type {
 	case "Normal":
-		b.Ignored++
+		b.Ignored = append(b.Ignored, Rejection{Index: i, Name: e.Reason, Reason: normalReason(e)})
 		return
 	case "Warning":
 	default:
@@ -179,6 +179,24 @@ func (d *Decoder) addEvent(b *Batch, i int, e *kubeEvent, received time.Time) {
 		return
 	}
 	b.Signals = append(b.Signals, s)
+}
+
+// normalReason says why a Normal event is not a signal, naming the object
+// it is about when the event does.
+func normalReason(e *kubeEvent) string {
+	const why = "a Normal event is informational; only Warning events become signals"
+	o := e.InvolvedObject
+	if e.Regarding != nil {
+		o = e.Regarding
+	}
+	if o == nil || o.Name == "" {
+		return why
+	}
+	obj := o.Kind + " " + o.Name
+	if o.Namespace != "" {
+		obj = o.Kind + " " + o.Namespace + "/" + o.Name
+	}
+	return why + " (" + obj + ")"
 }
 
 func eventSignal(e *kubeEvent) (Signal, string) {

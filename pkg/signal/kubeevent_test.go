@@ -47,7 +47,7 @@ func TestDecoder_kubeEventNormalIgnored(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, b.Signals)
 	assert.Empty(t, b.Rejected)
-	assert.Equal(t, 1, b.Ignored)
+	assert.Len(t, b.Ignored, 1)
 }
 
 func TestDecoder_eventsV1Series(t *testing.T) {
@@ -80,7 +80,7 @@ func TestDecoder_kubeEventList(t *testing.T) {
 			b, err := newTestDecoder(t).DecodeKubernetesEvents(readTestdata(t, tt.file))
 			require.NoError(t, err)
 			assert.Empty(t, b.Rejected)
-			assert.Equal(t, tt.ignored, b.Ignored)
+			assert.Len(t, b.Ignored, tt.ignored)
 			names := make([]string, 0, len(b.Signals))
 			for _, s := range b.Signals {
 				names = append(names, s.Name)
@@ -273,7 +273,7 @@ func TestDecoder_kubernetesEventExporterDefaultBody(t *testing.T) {
 			require.NoError(t, err)
 			assert.Empty(t, b.Signals)
 			assert.Empty(t, b.Rejected)
-			assert.Equal(t, 1, b.Ignored, "Normal events are ignored")
+			assert.Len(t, b.Ignored, 1, "Normal events are ignored")
 		})
 	}
 }

@@ -258,9 +258,17 @@ func (r *Recording) Post(at time.Time, alerts ...Alert) int {
 		})
 	}
 	body["alerts"] = list
+	return r.PostJSON(at, receiver.PathAlertmanager, body)
+}
+
+// PostJSON sends body to the receiver's path at fake time at and returns
+// the receiver's status code.
+func (r *Recording) PostJSON(at time.Time, path string, body any) int {
+	r.t.Helper()
+	r.At(at)
 	b, err := json.Marshal(body)
 	require.NoError(r.t, err)
-	resp, err := r.client.Post(r.URL+receiver.PathAlertmanager, "application/json", bytes.NewReader(b))
+	resp, err := r.client.Post(r.URL+path, "application/json", bytes.NewReader(b))
 	require.NoError(r.t, err)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -350,7 +358,7 @@ func StormWrites(rep *review.Replay) int {
 // Scenario is a recording of the four stories reviews are tested on, one
 // after the other: a new incident that repeats once, a flap, a storm of
 // twelve pods (ten stay individual, the eleventh opens the storm, the
-// twelfth joins it) and a rejected alert.
+// twelfth joins it), a rejected alert and an ignored Normal event.
 type Scenario struct {
 	*Recording
 }
@@ -416,4 +424,13 @@ func (s *Scenario) Record() {
 		}
 		return false
 	})
+
+	// A Normal event: taken, never a signal, recorded as ignored.
+	require.Equal(t, http.StatusAccepted, s.PostJSON(at(10), receiver.PathKubernetesEvent, map[string]any{
+		"apiVersion": "v1", "kind": "Event", "type": "Normal", "reason": "Pulled", "message": "Successfully pulled image",
+		"metadata":       map[string]any{"name": "web-0.pulled", "namespace": s.NS, "uid": "u-pulled"},
+		"involvedObject": map[string]any{"kind": "Pod", "namespace": "shop", "name": "web-0"},
+		"count":          1, "lastTimestamp": at(10),
+	}))
+	s.Until("the ignored event's record", func(r *review.Replay) bool { return Has(r, review.EventIgnored, "") })
 }
