@@ -134,7 +134,18 @@ func TestDecoder_alertmanagerRejectsOneAlert(t *testing.T) {
 		{"label value too long", withLabel("description", strings.Repeat("x", MaxValueLen+1)), "longer than"},
 		{"empty label name", withLabel("", "x"), "empty label name"},
 		{"too many labels", manyLabels, "more than 256 labels"},
-		{"target name too long", withLabel("pod", strings.Repeat("p", MaxNameLen+1)), "target or namespace"},
+		{"target name too long", withLabel("pod", strings.Repeat("p", MaxNameLen+1)), "target Pod name"},
+		// No Kubernetes namespace is longer than 63 characters, and
+		// spec.target.namespace holds no more: a request for it could
+		// never be written.
+		{"namespace of 64 characters", withLabel("namespace", strings.Repeat("n", 64)), "a Kubernetes namespace has at most 63 characters"},
+		{"exported namespace of 64 characters", withLabel("exported_namespace", strings.Repeat("n", 64)), "is 64 bytes long"},
+		{"namespace of a node alert", func() testAlert {
+			a := withLabel("namespace", strings.Repeat("n", 64))
+			delete(a.Labels, "pod")
+			a.Labels["node"] = "n1"
+			return a
+		}(), "at most 63 characters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,12 +12,22 @@ import (
 )
 
 // Limits bound what a decoder accepts, so nothing downstream (Redis keys, CR
-// fields, label values) has to cope with unbounded input.
+// fields, label values) has to cope with unbounded input. Every field a
+// RemediationRequest carries from the signal is bounded here at most as
+// tightly as the CRD bounds it, so a signal the receiver accepts can
+// always be written (the decoder fuzz targets check each accepted signal
+// against the generated CRD).
 const (
 	MaxNameLen     = 253
 	MaxLabels      = 256
 	MaxLabelKeyLen = 316 // qualified Kubernetes label key: 253 prefix + "/" + 63 name
 	MaxValueLen    = 64 << 10
+	// MaxNamespaceLen is the longest Kubernetes namespace name (a DNS-1123
+	// label): spec.target.namespace and a storm's namespace hold no more.
+	MaxNamespaceLen = 63
+	// MaxKindLen bounds a target's kind as spec.target.kind does (a kind
+	// is a Go type name; the longest built-in is 30 characters).
+	MaxKindLen = 63
 )
 
 // ErrInvalidPayload marks a request body that cannot be decoded at all; the
@@ -83,8 +93,21 @@ func (d *Decoder) finish(s *Signal, received time.Time) string {
 			return "timestamp out of range"
 		}
 	}
-	if len(s.Target.Name) > MaxNameLen || len(s.Target.Kind) > MaxNameLen || len(s.Namespace) > MaxNameLen {
-		return fmt.Sprintf("target or namespace longer than %d bytes", MaxNameLen)
+	if len(s.Target.Name) > MaxNameLen {
+		return fmt.Sprintf("target %s name %q is longer than %d bytes", s.Target.Kind, clip([]byte(s.Target.Name)), MaxNameLen)
+	}
+	if len(s.Target.Kind) > MaxKindLen {
+		return fmt.Sprintf("target kind %q is longer than %d bytes", clip([]byte(s.Target.Kind)), MaxKindLen)
+	}
+	// A namespace that is not a DNS-1123 label but fits one's length
+	// (Team_Payments.Prod) is accepted: the writer puts its request in
+	// writer.fallback_namespace and keeps the original on the request. A
+	// longer one cannot: spec.target.namespace holds at most 63
+	// characters, and no Kubernetes namespace is longer.
+	for _, ns := range [...]string{s.Target.Namespace, s.Namespace} {
+		if len(ns) > MaxNamespaceLen {
+			return fmt.Sprintf("namespace %q is %d bytes long; a Kubernetes namespace has at most %d characters", clip([]byte(ns)), len(ns), MaxNamespaceLen)
+		}
 	}
 	// An empty map is omitted on the wire and comes back nil; store it as
 	// nil so a published signal decodes to exactly what was published.

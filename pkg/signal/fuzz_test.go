@@ -29,9 +29,13 @@ func FuzzDecodeAlertmanager(f *testing.F) {
 		`{"alerts":[{"status":"resolved","labels":{"alertname":"NodeDown","node":"n1","exported_namespace":"x","severity":"info"},"endsAt":"2025-03-14T09:22:00Z"},{"labels":{}}]}`,
 		`{"version":"4","status":"firing","alerts":[{"labels":{"alertname":"A","exported_pod":"p","node":"n"},"startsAt":"2025-03-14T09:21:37+14:00"},null,1,{"labels":{"alertname":"B"},"endsAt":"9999-12-31T23:59:59Z"}]}`,
 		`{"version":"4","alerts":[{"status":"resolved","labels":{"alertname":"A","severity":"none","cluster":"\u00e9"},"annotations":{}}]}`,
+		// Namespaces at the CRD's bound: 64 characters (rejected), and 63
+		// that are no DNS label (written to the fallback namespace).
+		`{"alerts":[{"status":"firing","labels":{"alertname":"A","namespace":"n234567890123456789012345678901234567890123456789012345678901234","pod":"p"}},{"status":"firing","labels":{"alertname":"B","exported_namespace":"Team_Payments.Prod_34567890123456789012345678901234567890123456","node":"n"}}]}`,
 	)
 	d := newTestDecoder(f)
 	fp := MustFingerprinter(DefaultFingerprintFields)
+	wr := newWritability(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		b, err := d.DecodeAlertmanager(body)
 		if err != nil {
@@ -46,6 +50,7 @@ func FuzzDecodeAlertmanager(f *testing.F) {
 		require.NoError(t, json.Unmarshal(body, &w), "an accepted body is valid JSON")
 		require.Equal(t, len(w.Alerts), len(b.Signals)+len(b.Rejected)+len(b.Ignored), "every alert is accounted for")
 		checkBatch(t, fp, b)
+		wr.check(t, b)
 	})
 }
 
@@ -56,6 +61,7 @@ func FuzzDecodeGrafana(f *testing.F) {
 	)
 	d := newTestDecoder(f)
 	fp := MustFingerprinter(DefaultFingerprintFields)
+	wr := newWritability(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		b, err := d.DecodeGrafana(body)
 		if err != nil {
@@ -69,6 +75,7 @@ func FuzzDecodeGrafana(f *testing.F) {
 		require.NoError(t, json.Unmarshal(body, &w), "an accepted body is valid JSON")
 		require.Equal(t, len(w.Alerts), len(b.Signals)+len(b.Rejected)+len(b.Ignored), "every alert is accounted for")
 		checkBatch(t, fp, b)
+		wr.check(t, b)
 	})
 }
 
@@ -83,6 +90,7 @@ func FuzzDecodeKubernetesEvents(f *testing.F) {
 	)
 	d := newTestDecoder(f)
 	fp := MustFingerprinter(DefaultFingerprintFields)
+	wr := newWritability(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		b, err := d.DecodeKubernetesEvents(body)
 		if err != nil {
@@ -92,6 +100,7 @@ func FuzzDecodeKubernetesEvents(f *testing.F) {
 		}
 		require.Equal(t, kubeItemCount(t, body), len(b.Signals)+len(b.Rejected)+len(b.Ignored), "every event is accounted for")
 		checkBatch(t, fp, b)
+		wr.check(t, b)
 	})
 }
 

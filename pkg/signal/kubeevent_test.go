@@ -174,6 +174,8 @@ func TestDecoder_kubeEventRejectsOneEvent(t *testing.T) {
 		{"not an Event", strings.Replace(event(), `"kind":"Event"`, `"kind":"Pod"`, 1), `kind "Pod"`},
 		{"no uid nor name", `{"type":"Warning","reason":"BackOff","involvedObject":{"kind":"Pod","name":"x"}}`, "neither metadata.uid nor metadata.name"},
 		{"not an object", `"BackOff"`, "string"},
+		{"kind longer than the CRD holds", event("involvedObject", `{"kind":"`+strings.Repeat("K", 64)+`","name":"x"}`), "target kind"},
+		{"namespace of 64 characters", event("involvedObject", `{"kind":"Pod","name":"x","namespace":"`+strings.Repeat("n", 64)+`"}`), "at most 63 characters"},
 	}
 	good := event()
 	for _, tt := range tests {
