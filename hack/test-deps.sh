@@ -5,6 +5,8 @@
 #     redis-server, redis-tools and redis-sentinel), and a Redis answering
 #     on 127.0.0.1:6379 (tests isolate themselves by key prefix; Sentinel
 #     and Cluster tests start servers of their own);
+#   - Chromium (Debian package chromium), the headless browser the review
+#     UI's tests (pkg/reviewui) drive;
 #   - kube-apiserver and etcd for envtest (hack/testbins.sh, cached in bin/);
 #   - Alertmanager for test/e2e (hack/alertmanager.sh, cached in bin/);
 #   - Helm, kustomize and the KEDA and prometheus-operator CRDs for
@@ -21,6 +23,13 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || 
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >&2
 	apt-get install -y -qq redis-server redis-tools redis-sentinel >&2
+fi
+
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+	log "installing chromium"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq chromium >&2
 fi
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }

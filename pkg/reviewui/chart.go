@@ -75,6 +75,11 @@ func laneOf(r *review.Row) string {
 // its members joining, with their count as a step line.
 func buildChart(t *review.Timeline, members []member) *chart {
 	names := []string{"signals", review.StageDeduper, review.StageAggregator, review.StageWriter}
+	if t.Kind == review.KindStorm {
+		// A storm's own rows are the aggregator's and the writer's; its
+		// signals are its members'.
+		names = []string{"signals", review.StageAggregator, review.StageWriter}
+	}
 	has := map[string]bool{}
 	for i := range t.Rows {
 		has[laneOf(&t.Rows[i])] = true
@@ -114,6 +119,11 @@ func buildChart(t *review.Timeline, members []member) *chart {
 	}
 	for _, m := range members {
 		extend(m.Joined)
+		for _, r := range m.T.Rows {
+			if r.Signal != "" {
+				extend(r.Time)
+			}
+		}
 	}
 	if !to.After(from) {
 		from, to = from.Add(-time.Second), to.Add(time.Second)
@@ -180,6 +190,18 @@ func buildChart(t *review.Timeline, members []member) *chart {
 			m.Shape = "diamond"
 		}
 		c.Marks = append(c.Marks, m)
+	}
+	// A storm's signals are its members': each signal once, as above.
+	for _, m := range members {
+		seen := map[string]bool{}
+		for i := range m.T.Rows {
+			r := &m.T.Rows[i]
+			if r.Signal == "" || seen[r.Signal] || (r.Stage != review.StageReceiver && r.Stage != review.StageDeduper) {
+				continue
+			}
+			seen[r.Signal] = true
+			signalTick(r)
+		}
 	}
 	if len(members) > 0 {
 		ly := y["members"]
@@ -279,4 +301,21 @@ var funcs = template.FuncMap{
 	"isStorm": func(route string) bool { return route != "" && route != "individual" },
 	"dur":     func(d time.Duration) string { return d.String() },
 	"list":    func(v ...any) []any { return v },
+	"plural": func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	},
+	// requestName drops the namespace of "namespace/rr-…": the list has
+	// the target's namespace already; the title keeps the whole name.
+	"requestName": func(s string) string {
+		if i := strings.IndexByte(s, '/'); i >= 0 {
+			s = s[i+1:]
+		}
+		if len(s) > 24 {
+			return s[:24] + "…"
+		}
+		return s
+	},
 }

@@ -223,9 +223,22 @@ func (u *UI) timeline(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	u.render(w, http.StatusOK, "timeline", map[string]any{
-		"Title": cmp.Or(t.Name, t.ID), "T": t, "Sum": t.Summarize(), "Heading": t.Heading(), "Explain": review.Explain(t),
+		"Title": cmp.Or(t.Name, t.ID), "T": t, "Sum": t.Summarize(), "Headline": headline(t), "Explain": review.Explain(t),
 		"Chart": buildChart(t, members), "Members": members, "Affected": affected, "Form": f, "Storm": t.Kind == review.KindStorm,
 	})
+}
+
+// headline names a timeline in a few words: its kind and its alert.
+func headline(t *review.Timeline) string {
+	switch t.Kind {
+	case review.KindRejected:
+		return "Rejected webhook items"
+	case review.KindNoIncident:
+		return "Signals without an incident: " + t.Name
+	case review.KindStorm:
+		return "Storm of " + cmp.Or(t.Name, t.ID)
+	}
+	return "Incident " + cmp.Or(t.Name, t.ID)
 }
 
 // setting is one field of the what-if form.
