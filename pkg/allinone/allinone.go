@@ -24,12 +24,16 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"k8s.io/client-go/rest"
 
 	"github.com/stormweir/stormweir/pkg/app"
+	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/reviewui"
 	"github.com/stormweir/stormweir/pkg/service"
+	"github.com/stormweir/stormweir/pkg/token"
 	"github.com/stormweir/stormweir/pkg/writer"
 )
 
@@ -44,6 +48,9 @@ type Options struct {
 	// worker.listen health and metrics listener before Ready, when there
 	// is one.
 	MetricsReady func(addr string)
+	// ReviewReady, when not nil, is called with the address of the
+	// allinone.review_listen review UI before Ready, when there is one.
+	ReviewReady func(addr string)
 }
 
 // Defaults are the configuration defaults of `stormweir run`: those of
@@ -164,11 +171,47 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) er
 			o.MetricsReady(hs.Addr())
 		}
 	}
+	if cfg.AllInOne.ReviewListen != "" {
+		ui, err := reviewServer(cfg, a.Process.Bus.JS, log)
+		if err != nil {
+			return err
+		}
+		stages = append(stages, ui)
+		attrs = append(attrs, "review", "http://"+ui.Addr()+"/incidents")
+		if o.ReviewReady != nil {
+			o.ReviewReady(ui.Addr())
+		}
+	}
 	log.Info("stormweir running", attrs...)
 	if o.Ready != nil {
 		o.Ready(addr)
 	}
 	return a.Run(ctx, stages...)
+}
+
+// reviewServer is the review UI on allinone.review_listen: the pages of
+// `stormweir review` over this process's own streams, signed in with the
+// receiver's tokens (the generated one by default).
+func reviewServer(cfg config.Config, js jetstream.JetStream, log *slog.Logger) (*service.Server, error) {
+	var tokens *token.Set
+	if !cfg.Receiver.Auth.Disabled {
+		if !token.Configured(cfg.Receiver.Auth) {
+			return nil, errors.New("allinone.review_listen: the review UI signs people in with the receiver's tokens: set receiver.auth.tokens or token_file")
+		}
+		var err error
+		if tokens, err = token.New(cfg.Receiver.Auth, clock.Real{}); err != nil {
+			return nil, fmt.Errorf("allinone.review_listen: %w", err)
+		}
+	}
+	ui, err := reviewui.New(reviewui.Options{JS: js, Config: cfg, Tokens: tokens, Log: log.With("component", "review")})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := service.NewServer(cfg.AllInOne.ReviewListen, ui, cfg.Worker.DrainTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("allinone.review_listen: %w", err)
+	}
+	return srv, nil
 }
 
 // watch reports whether `stormweir run` watches Kubernetes events:

@@ -189,6 +189,36 @@ func TestRun_metricsListen(t *testing.T) {
 	assert.NoError(t, r.stop(t))
 }
 
+// allinone.review_listen serves the review UI on a listener of its own,
+// over the process's own streams, signed in with the generated token.
+func TestRun_reviewListen(t *testing.T) {
+	review := make(chan string, 1)
+	r := startRunWith(t, func(c *config.Config) { c.AllInOne.ReviewListen = "127.0.0.1:0" },
+		func(o *allinone.Options) { o.ReviewReady = func(a string) { review <- a } })
+	ui := "http://" + <-review
+	require.Equal(t, http.StatusAccepted, r.postExample(t))
+	r.waitPrinted(t, "kind: RemediationRequest")
+
+	get := func(tok string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, ui+"/incidents", nil)
+		require.NoError(t, err)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := r.client.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	status, _ := get("")
+	assert.Equal(t, http.StatusUnauthorized, status, "the pages need the receiver's token")
+	status, body := get(r.token)
+	assert.Equal(t, http.StatusOK, status)
+	assert.Contains(t, body, "KubePodCrashLooping", "the example webhook's incident is listed")
+	assert.NoError(t, r.stop(t))
+}
+
 // With no cluster configured anywhere, the reason says where stormweir
 // looked, not client-go's KUBERNETES_MASTER hint.
 func TestRestConfig_noClusterInOwnWords(t *testing.T) {

@@ -183,6 +183,10 @@ type AllInOne struct {
 	// address so tools can inspect and replay the streams; empty keeps it
 	// in-process only.
 	NATSListen string `mapstructure:"nats_listen" yaml:"nats_listen"`
+	// ReviewListen, when set, serves the review UI (the pages of
+	// `stormweir review`) on this address, on a listener of its own, with
+	// the receiver's tokens for sign-in; empty serves none.
+	ReviewListen string `mapstructure:"review_listen" yaml:"review_listen"`
 	// Store is memory (state lives and dies with the process) or redis
 	// (the redis section is used).
 	Store string `mapstructure:"store" yaml:"store"`
@@ -203,6 +207,9 @@ func (a AllInOne) Validate() error {
 	}
 	if a.NATSListen != "" {
 		errs = append(errs, validListen("allinone.nats_listen", a.NATSListen))
+	}
+	if a.ReviewListen != "" {
+		errs = append(errs, validListen("allinone.review_listen", a.ReviewListen))
 	}
 	if a.Store != "memory" && a.Store != "redis" {
 		errs = append(errs, fmt.Errorf("allinone.store: %q is not memory or redis", a.Store))
