@@ -105,10 +105,11 @@ func (q *Queue) Scan(ctx context.Context, f Filter, fn func(*Entry) error) (uint
 		since := f.Since
 		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	oc, err := q.stream.OrderedConsumer(ctx, cc)
+	oc, release, err := bus.OpenReader(ctx, q.stream, cc)
 	if err != nil {
 		return 0, fmt.Errorf("reading stream %s: %w", q.Stream(), err)
 	}
+	defer release()
 	ci, err := oc.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reading stream %s: %w", q.Stream(), err)

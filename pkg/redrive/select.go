@@ -127,10 +127,11 @@ func read(ctx context.Context, js jetstream.JetStream, stream string, since time
 	if !since.IsZero() {
 		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	oc, err := st.OrderedConsumer(ctx, cc)
+	oc, release, err := bus.OpenReader(ctx, st, cc)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", stream, err)
 	}
+	defer release()
 	info, err := oc.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", stream, err)

@@ -138,10 +138,11 @@ func openStorms(ctx context.Context, js jetstream.JetStream, prefix string, sinc
 	if since.After(info.FirstTime) {
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := st.OrderedConsumer(ctx, occ)
+	cons, release, err := bus.OpenReader(ctx, st, occ)
 	if err != nil {
 		return nil, fmt.Errorf("reading stream %s: %w", name, err)
 	}
+	defer release()
 	// The consumer's pending count says when the read has caught up:
 	// with no storm event in the range there is nothing to wait for.
 	ci, err := cons.Info(ctx)

@@ -74,10 +74,11 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, stream string, sel 
 		since := sel.Since
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := st.OrderedConsumer(ctx, occ)
+	cons, release, err := bus.OpenReader(ctx, st, occ)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", stream, err)
 	}
+	defer release()
 	if progress != nil {
 		progress.Add(int64(state.Msgs))
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/stormweir/stormweir/pkg/bus"
 )
 
 // StoredMsg is one message read back from a stream.
@@ -26,8 +28,9 @@ func ReadStream(t testing.TB, js jetstream.JetStream, stream string, subjects ..
 	ctx := context.Background()
 	st, err := js.Stream(ctx, stream)
 	require.NoError(t, err)
-	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
+	oc, release, err := bus.OpenReader(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
 	require.NoError(t, err)
+	defer release()
 	info, err := oc.Info(ctx)
 	require.NoError(t, err)
 	out := make([]StoredMsg, 0, info.NumPending)

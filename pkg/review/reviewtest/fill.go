@@ -100,10 +100,11 @@ func ReadRaw(ctx context.Context, js jetstream.JetStream, prefix string) (int, e
 		if last == 0 {
 			continue
 		}
-		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		cons, release, err := bus.OpenReader(ctx, st, jetstream.OrderedConsumerConfig{})
 		if err != nil {
 			return n, err
 		}
+		defer release()
 		it, err := cons.Messages(jetstream.PullMaxMessages(4096))
 		if err != nil {
 			return n, err
