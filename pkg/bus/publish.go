@@ -61,6 +61,31 @@ type Output struct {
 	Header nats.Header
 }
 
+// Size is the number of bytes o takes against the server's max payload:
+// its data and its headers as the client encodes them, the Nats-Msg-Id
+// that Publish adds included. A message over the max payload is refused
+// by the client before it is sent, whatever the retry, so a caller that
+// must not fail a whole batch for it checks Size first.
+func (o *Output) Size() int {
+	n := len(o.Data)
+	hdr := 0
+	for k, vs := range o.Header {
+		if k == jetstream.MsgIDHeader && o.MsgID != "" {
+			continue
+		}
+		for _, v := range vs {
+			hdr += len(k) + len(v) + len(": \r\n")
+		}
+	}
+	if o.MsgID != "" {
+		hdr += len(jetstream.MsgIDHeader) + len(o.MsgID) + len(": \r\n")
+	}
+	if hdr > 0 {
+		hdr += len("NATS/1.0\r\n") + len("\r\n")
+	}
+	return n + hdr
+}
+
 // PublishResult summarises one Publish call.
 type PublishResult struct {
 	// Duplicates is how many outputs JetStream recognised by msg-id as
@@ -138,6 +163,10 @@ type batch struct {
 func NewPublisher(js jetstream.JetStream, timeout time.Duration) *Publisher {
 	return &Publisher{nc: js.Conn(), timeout: timeout, slots: make(chan struct{}, MaxPendingAcks), batches: map[string]*batch{}, flights: map[flightKey]*batch{}}
 }
+
+// MaxPayload is the largest message (Output.Size) the connected server
+// accepts; it follows the server the connection is on.
+func (p *Publisher) MaxPayload() int64 { return p.nc.MaxPayload() }
 
 // ErrPublish wraps every failure to get an output acknowledged; it is
 // always transient (the bus is away or slow).

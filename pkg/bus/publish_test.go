@@ -2,14 +2,19 @@ package bus_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/bus/bustest"
+	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/test/testenv"
 )
 
 func TestPublisher_conformance(t *testing.T) {
@@ -105,4 +110,38 @@ func TestPublisher_joinedPublishFailsWithTheFirst(t *testing.T) {
 	require.NoError(t, m.Respond([]byte(`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"SILENT","seq":0}`)))
 	require.ErrorIs(t, <-first, bus.ErrPublish)
 	require.ErrorIs(t, <-second, bus.ErrPublish)
+}
+
+// TestOutput_sizeIsWhatTheMaxPayloadCounts publishes, to a server with
+// a 2 KiB max payload, a message whose Size is exactly the max payload
+// (stored) and one a byte larger (refused by the client): Size counts
+// what the client counts, headers and the Nats-Msg-Id included.
+func TestOutput_sizeIsWhatTheMaxPayloadCounts(t *testing.T) {
+	const maxPayload = 2048
+	n := testenv.StartNATSWith(t, &server.Options{ServerName: "small-payload", MaxPayload: maxPayload})
+	cfg := config.DefaultBus()
+	cfg.URL = n.URL
+	conn, err := bus.Connect(cfg, "bus-test", quiet())
+	require.NoError(t, err)
+	t.Cleanup(conn.Close)
+	require.NoError(t, bus.EnsureStreams(context.Background(), conn.JS, cfg))
+	pub := bus.NewPublisher(conn.JS, 5*time.Second)
+	t.Cleanup(pub.Close)
+	require.EqualValues(t, maxPayload, pub.MaxPayload())
+
+	subj := bus.NewSubjects(cfg.Prefix).Signals("alertmanager")
+	out := func(id string, dataLen int) bus.Output {
+		return bus.Output{Subject: subj, MsgID: id, Data: []byte(strings.Repeat("x", dataLen)),
+			Header: nats.Header{bus.HeaderSource: {"alertmanager"}, bus.HeaderFingerprint: {"fp"}}}
+	}
+	fits := out("fits", 0)
+	fits = out("fits", maxPayload-fits.Size())
+	require.Equal(t, maxPayload, fits.Size())
+	_, err = pub.Publish(context.Background(), fits)
+	require.NoError(t, err, "a message of exactly the max payload is stored")
+
+	over := out("over", len(fits.Data)+1) // an id of the same length
+	require.Equal(t, maxPayload+1, over.Size())
+	_, err = pub.Publish(context.Background(), over)
+	require.ErrorIs(t, err, nats.ErrMaxPayload, "one byte more is refused")
 }

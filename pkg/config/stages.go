@@ -15,6 +15,11 @@ type Receiver struct {
 	Listen string `mapstructure:"listen" yaml:"listen"`
 	// MaxBodyBytes is the largest request body accepted (413 above it).
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the body bytes of the requests handled at
+	// once, and so the receiver's heap: a request's heap grows with its
+	// body (DESIGN §1). A request that does not fit is answered 503 with
+	// Retry-After. At least MaxBodyBytes, so any allowed request fits alone.
+	MaxInflightBytes int64 `mapstructure:"max_inflight_bytes" yaml:"max_inflight_bytes"`
 	// RetryAfter is what a 503 tells the sender to wait.
 	RetryAfter time.Duration `mapstructure:"retry_after" yaml:"retry_after"`
 	// ShutdownTimeout bounds how long in-flight requests may finish.
@@ -108,12 +113,13 @@ func (t TokenReview) validate() error {
 // DefaultReceiver returns the receiver defaults.
 func DefaultReceiver() Receiver {
 	return Receiver{
-		Listen:          ":8080",
-		MaxBodyBytes:    4 << 20,
-		RetryAfter:      5 * time.Second,
-		ShutdownTimeout: 15 * time.Second,
-		ReadTimeout:     30 * time.Second,
-		Auth:            Auth{TokenReview: DefaultTokenReview()},
+		Listen:           ":8080",
+		MaxBodyBytes:     4 << 20,
+		MaxInflightBytes: 4 << 20,
+		RetryAfter:       5 * time.Second,
+		ShutdownTimeout:  15 * time.Second,
+		ReadTimeout:      30 * time.Second,
+		Auth:             Auth{TokenReview: DefaultTokenReview()},
 	}
 }
 
@@ -136,6 +142,9 @@ func (r Receiver) Validate() error {
 	errs = append(errs, validListen("receiver.listen", r.Listen))
 	if r.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("receiver.max_body_bytes: %d is below 1024", r.MaxBodyBytes))
+	}
+	if r.MaxInflightBytes < r.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("receiver.max_inflight_bytes: %d is below receiver.max_body_bytes (%d): a request of the largest allowed size would never be accepted", r.MaxInflightBytes, r.MaxBodyBytes))
 	}
 	errs = append(errs, positive("receiver.retry_after", r.RetryAfter), positive("receiver.shutdown_timeout", r.ShutdownTimeout), positive("receiver.read_timeout", r.ReadTimeout))
 	for i, t := range r.Auth.Tokens {

@@ -15,6 +15,12 @@ type metrics struct {
 	publish  prometheus.Histogram
 	// auditLost counts records of rejected and ignored items not stored (review).
 	auditLost prometheus.Counter
+	// rejected counts rejected signals by reason; refused, requests
+	// refused whole by reason; inflight, the body bytes of the requests
+	// in flight (receiver.max_inflight_bytes).
+	rejected *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	inflight prometheus.Gauge
 
 	// bySource caches each endpoint's series, so a request does not hash
 	// label values to find them.
@@ -26,9 +32,25 @@ type sourceMetrics struct {
 	accepted202                                    prometheus.Counter
 	latency                                        prometheus.Observer
 	accepted, duplicate, rejected, ignored, failed prometheus.Counter
+	// invalid and tooLarge are rejected by reason.
+	invalid, tooLarge prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Reasons of stormweir_receiver_rejected_total: why one item of a
+// request was refused while its siblings were stored.
+const (
+	rejectedInvalid  = "invalid"
+	rejectedTooLarge = "over_max_payload"
+)
+
+// Reasons of stormweir_receiver_refused_total: why a whole request was
+// refused before it was read.
+const (
+	refusedBodyTooLarge = "body_too_large"
+	refusedInflight     = "inflight_limit"
+)
+
+func newMetrics(reg prometheus.Registerer, maxInflight int64) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stormweir_receiver_requests_total",
@@ -53,7 +75,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "stormweir_receiver_audit_lost_total",
 		Help: "Records of rejected and ignored webhook items (for review) not stored on the audit subject.",
 	})
-	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost)
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stormweir_receiver_rejected_total",
+		Help: "Webhook items rejected alone, their siblings stored, by source and reason: invalid (not decodable or not valid), over_max_payload (its encoded signal exceeds the bus's max payload).",
+	}, []string{"source", "reason"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stormweir_receiver_refused_total",
+		Help: "Webhook requests refused whole before their body was decoded, by reason: body_too_large (413, over receiver.max_body_bytes), inflight_limit (503, receiver.max_inflight_bytes taken by the requests in flight; the sender retries).",
+	}, []string{"reason"})
+	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "stormweir_receiver_inflight_bytes",
+		Help: "Body bytes of the webhook requests being handled, reserved in receiver.max_inflight_bytes.",
+	})
+	inflightLimit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "stormweir_receiver_inflight_limit_bytes",
+		Help: "receiver.max_inflight_bytes: the body bytes the requests in flight may hold together.",
+	})
+	inflightLimit.Set(float64(maxInflight))
+	for _, r := range []string{refusedBodyTooLarge, refusedInflight} {
+		m.refused.WithLabelValues(r)
+	}
+	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost, m.rejected, m.refused, m.inflight, inflightLimit)
 	return m
 }
 
@@ -70,6 +112,8 @@ func (m *metrics) source(src string) *sourceMetrics {
 		rejected:    m.signals.WithLabelValues(src, "rejected"),
 		ignored:     m.signals.WithLabelValues(src, "ignored"),
 		failed:      m.signals.WithLabelValues(src, "failed"),
+		invalid:     m.rejected.WithLabelValues(src, rejectedInvalid),
+		tooLarge:    m.rejected.WithLabelValues(src, rejectedTooLarge),
 	}
 	actual, _ := m.bySource.LoadOrStore(src, s)
 	return actual.(*sourceMetrics)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 	"k8s.io/client-go/rest"
 
 	"github.com/stormweir/stormweir/pkg/bus"
@@ -47,7 +49,17 @@ const (
 // Publisher stores a request's signals; bus.Publisher is the real one.
 type Publisher interface {
 	Publish(ctx context.Context, outs ...bus.Output) (bus.PublishResult, error)
+	// MaxPayload is the largest message (bus.Output.Size) the bus
+	// accepts; a signal over it is rejected alone.
+	MaxPayload() int64
 }
+
+// publishChunk is how many signals of a request are encoded and
+// published at a time. A request's messages (encoded signal, headers)
+// weigh about as much as its decoded signals; built a chunk at a time,
+// and reused, they no longer double the heap of a large request, and a
+// 100-alert webhook is still one publish.
+const publishChunk = 1024
 
 // Receiver serves the webhook endpoints.
 type Receiver struct {
@@ -63,6 +75,10 @@ type Receiver struct {
 	mux      *http.ServeMux
 	tracer   trace.Tracer
 	clk      clock.Clock
+	// inflight holds the body bytes of the requests being handled
+	// (receiver.max_inflight_bytes): a request that does not fit is
+	// answered 503 at once instead of growing the heap.
+	inflight *semaphore.Weighted
 }
 
 // Option adjusts a Receiver beyond its configuration.
@@ -147,10 +163,11 @@ func NewHandler(cfg config.Config, pub Publisher, health *service.Health, reg pr
 		pub:      pub,
 		auth:     auth,
 		health:   health,
-		metrics:  newMetrics(reg),
+		metrics:  newMetrics(reg, cfg.Receiver.MaxInflightBytes),
 		log:      log,
 		tracer:   o.tracer,
 		clk:      o.clk,
+		inflight: semaphore.NewWeighted(cfg.Receiver.MaxInflightBytes),
 	}, nil
 }
 
@@ -267,8 +284,29 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	// refused outright, and the reader stops at the limit otherwise.
 	limit := r.cfg.MaxBodyBytes
 	if req.ContentLength > limit {
-		return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large", fmt.Sprintf("body exceeds %d bytes", limit), nil)
+		return r.tooLarge(w, req, src)
 	}
+	// Reserve the body's bytes in the budget shared by every request in
+	// flight before reading it: the heap a request takes grows with its
+	// body (DESIGN §1), so the budget bounds the receiver's. A body of
+	// unknown length reserves the most it may be.
+	cost := req.ContentLength
+	if cost < 0 {
+		cost = limit
+	}
+	if !r.inflight.TryAcquire(cost) {
+		r.metrics.refused.WithLabelValues(refusedInflight).Inc()
+		r.log.WarnContext(req.Context(), "request refused: receiver.max_inflight_bytes is taken by the requests in flight; asking the sender to retry",
+			"source", src, "body_bytes", cost, "max_inflight_bytes", r.cfg.MaxInflightBytes)
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
+		return writeProblem(w, http.StatusServiceUnavailable, "receiver busy",
+			fmt.Sprintf("the requests in flight hold the receiver's memory budget (receiver.max_inflight_bytes, %d bytes); nothing of this request was stored, retry later", r.cfg.MaxInflightBytes), nil)
+	}
+	r.metrics.inflight.Add(float64(cost))
+	defer func() {
+		r.metrics.inflight.Sub(float64(cost))
+		r.inflight.Release(cost)
+	}()
 	buf := getBuffer(req.ContentLength)
 	defer putBuffer(buf)
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, req.Body, limit))
@@ -276,7 +314,7 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large", fmt.Sprintf("body exceeds %d bytes", limit), nil)
+			return r.tooLarge(w, req, src)
 		}
 		return writeProblem(w, http.StatusBadRequest, "unreadable body", err.Error(), nil)
 	}
@@ -285,28 +323,38 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 		return writeProblem(w, http.StatusBadRequest, "invalid payload", err.Error(), nil)
 	}
 	m.rejected.Add(float64(len(batch.Rejected)))
+	m.invalid.Add(float64(len(batch.Rejected)))
 	m.ignored.Add(float64(len(batch.Ignored)))
 	r.recordRefused(req.Context(), src, batch)
 	if len(batch.Signals) == 0 && len(batch.Ignored) == 0 {
 		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
 	}
 
-	outs, err := r.outputs(req, batch)
-	if err != nil {
-		return writeProblem(w, http.StatusBadRequest, "unencodable signal", err.Error(), nil)
+	res, tooLarge, err := r.publish(req, src, m, batch)
+	if len(tooLarge) > 0 {
+		m.rejected.Add(float64(len(tooLarge)))
+		m.tooLarge.Add(float64(len(tooLarge)))
+		r.recordRefused(req.Context(), src, &signal.Batch{Rejected: tooLarge})
+		batch.Rejected = append(batch.Rejected, tooLarge...)
+		slices.SortStableFunc(batch.Rejected, func(a, b signal.Rejection) int { return a.Index - b.Index })
 	}
-	pstart := time.Now()
-	res, err := r.pub.Publish(req.Context(), outs...)
-	r.metrics.publish.Observe(time.Since(pstart).Seconds())
 	if err != nil {
-		m.failed.Add(float64(len(outs)))
-		r.log.WarnContext(req.Context(), "signals not stored; asking the sender to retry", "signals", len(outs), "err", err)
+		var enc *encodeError
+		if errors.As(err, &enc) {
+			return writeProblem(w, http.StatusBadRequest, "unencodable signal", err.Error(), nil)
+		}
+		m.failed.Add(float64(res.unsettled))
+		r.log.WarnContext(req.Context(), "signals not stored; asking the sender to retry", "signals", res.unsettled, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
 		return writeProblem(w, http.StatusServiceUnavailable, "bus unavailable", "signals were not stored; retry later", nil)
 	}
-	m.accepted.Add(float64(len(outs) - res.Duplicates))
+	accepted := len(batch.Signals) - len(tooLarge)
+	if accepted == 0 && len(batch.Ignored) == 0 {
+		return writeProblem(w, http.StatusBadRequest, "no valid signals", "every item of the request was rejected", batch.Rejected)
+	}
+	m.accepted.Add(float64(accepted - res.Duplicates))
 	m.duplicate.Add(float64(res.Duplicates))
-	resp := Response{Accepted: len(outs), Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: len(batch.Ignored), Truncated: batch.Truncated}
+	resp := Response{Accepted: accepted, Duplicates: res.Duplicates, Rejected: batch.Rejected, Ignored: len(batch.Ignored), Truncated: batch.Truncated}
 	if len(resp.Rejected) == 0 {
 		// The common answer, written without reflection.
 		w.Header().Set("Content-Type", "application/json")
@@ -315,6 +363,79 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 		return http.StatusAccepted
 	}
 	return writeJSON(w, http.StatusAccepted, "application/json", resp)
+}
+
+// tooLarge answers 413 for a body over receiver.max_body_bytes. It is
+// not retried: the sender must split the request (Alertmanager's
+// max_alerts) or the limit be raised.
+func (r *Receiver) tooLarge(w http.ResponseWriter, req *http.Request, src signal.Source) int {
+	r.metrics.refused.WithLabelValues(refusedBodyTooLarge).Inc()
+	r.log.WarnContext(req.Context(), "request refused: body over receiver.max_body_bytes", "source", src, "content_length", req.ContentLength, "max_body_bytes", r.cfg.MaxBodyBytes)
+	return writeProblem(w, http.StatusRequestEntityTooLarge, "payload too large",
+		fmt.Sprintf("body exceeds receiver.max_body_bytes (%d bytes); send fewer alerts per request (Alertmanager: max_alerts)", r.cfg.MaxBodyBytes), nil)
+}
+
+// publishResult is what publish stored.
+type publishResult struct {
+	bus.PublishResult
+	// unsettled counts the signals not known to be stored when publish
+	// failed.
+	unsettled int
+}
+
+// encodeError is a signal that could not be encoded: a bug, not the
+// sender's nor the bus's fault.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
+func (e *encodeError) Unwrap() error { return e.err }
+
+// publish encodes the batch's signals and publishes them, publishChunk at
+// a time, and returns once JetStream has stored all of them. A signal
+// whose message exceeds the bus's max payload is left out and returned as
+// a rejection: the client would refuse it on every retry, and its
+// siblings must not wait for it.
+func (r *Receiver) publish(req *http.Request, src signal.Source, m *sourceMetrics, batch *signal.Batch) (publishResult, []signal.Rejection, error) {
+	var (
+		res      publishResult
+		tooLarge []signal.Rejection
+	)
+	enc := r.newEncoder(req, min(len(batch.Signals), publishChunk))
+	maxPayload := r.pub.MaxPayload()
+	pstart := time.Now()
+	defer func() { r.metrics.publish.Observe(time.Since(pstart).Seconds()) }()
+	for lo := 0; lo < len(batch.Signals); lo += publishChunk {
+		chunk := batch.Signals[lo:min(lo+publishChunk, len(batch.Signals))]
+		outs := enc.outs[:0]
+		for i := range chunk {
+			s := &chunk[i]
+			out, err := enc.output(s, len(outs))
+			if err != nil {
+				return res, tooLarge, &encodeError{err}
+			}
+			if size := out.Size(); maxPayload > 0 && int64(size) > maxPayload {
+				idx := lo + i
+				if lo+i < len(batch.Indexes) {
+					idx = batch.Indexes[lo+i]
+				}
+				tooLarge = append(tooLarge, signal.Rejection{Index: idx, Name: s.Name,
+					Reason: fmt.Sprintf("encoded signal of %d bytes exceeds the bus's max payload of %d bytes; shorten its labels or annotations", size, maxPayload)})
+				r.log.WarnContext(req.Context(), "alert rejected: its encoded signal exceeds the bus's max payload",
+					"source", src, "index", idx, "name", s.Name, "fingerprint", s.Fingerprint, "bytes", size, "max_payload", maxPayload)
+				continue
+			}
+			outs = append(outs, out)
+		}
+		got, err := r.pub.Publish(req.Context(), outs...)
+		if err != nil {
+			res.unsettled = len(outs) + len(batch.Signals) - lo - len(chunk)
+			return res, tooLarge, err
+		}
+		res.Duplicates += got.Duplicates
+		// The bus has copied the messages: their slots are reused.
+		clear(outs)
+	}
+	return res, tooLarge, nil
 }
 
 // recordRefused records the items of a request that do not become
@@ -364,47 +485,51 @@ func (r Response) appendJSON(b []byte) []byte {
 	return append(b, "}\n"...)
 }
 
-// outputs encodes the batch as bus messages. Every message carries the
-// same trace context (the receive span's, which continues the request's
-// traceparent; a new one when tracing is off and the request has none)
-// and receipt time.
-func (r *Receiver) outputs(req *http.Request, batch *signal.Batch) ([]bus.Output, error) {
+// encoder builds the bus messages of one request's signals. Every
+// message carries the same trace context (the receive span's, which
+// continues the request's traceparent; a new one when tracing is off and
+// the request has none) and receipt time: their header values are built
+// once (the bus only reads them).
+type encoder struct {
+	subjects      bus.Subjects
+	tpv           []string
+	src, received []string
+	srcOf         signal.Source
+	receivedAt    time.Time
+	subject       string
+	// outs and fingerprints are one chunk's messages and fingerprint
+	// header values, reused from chunk to chunk.
+	outs         []bus.Output
+	fingerprints []string
+}
+
+func (r *Receiver) newEncoder(req *http.Request, chunk int) *encoder {
 	tp := tracing.Traceparent(req.Context())
 	if tp == "" {
 		tp = newTraceparent()
 	}
-	outs := make([]bus.Output, len(batch.Signals))
-	// The signals of a request share source, trace and receipt time: their
-	// header values are built once (the bus only reads them).
-	tpv := []string{tp}
-	var (
-		src, received   []string
-		srcOf           signal.Source
-		receivedAt      time.Time
-		subject         string
-		fingerprintVals = make([]string, len(batch.Signals))
-	)
-	for i := range batch.Signals {
-		s := &batch.Signals[i]
-		data, err := signal.Encode(s)
-		if err != nil {
-			return nil, err
-		}
-		if src == nil || s.Source != srcOf {
-			srcOf, src, subject = s.Source, []string{string(s.Source)}, r.subjects.Signals(s.Source)
-		}
-		if received == nil || !s.ReceivedAt.Equal(receivedAt) || s.ReceivedAt.Location() != receivedAt.Location() {
-			receivedAt, received = s.ReceivedAt, []string{s.ReceivedAt.Format(time.RFC3339Nano)}
-		}
-		fingerprintVals[i] = s.Fingerprint
-		h := make(nats.Header, 5) // and Nats-Msg-Id, added by the publisher
-		h[bus.HeaderFingerprint] = fingerprintVals[i : i+1 : i+1]
-		h[bus.HeaderSource] = src
-		h[bus.HeaderTraceparent] = tpv
-		h[bus.HeaderReceivedAt] = received
-		outs[i] = bus.Output{Subject: subject, Data: data, MsgID: s.ID, Header: h}
+	return &encoder{subjects: r.subjects, tpv: []string{tp}, outs: make([]bus.Output, 0, chunk), fingerprints: make([]string, chunk)}
+}
+
+// output encodes s as the i-th message of the chunk.
+func (e *encoder) output(s *signal.Signal, i int) (bus.Output, error) {
+	data, err := signal.Encode(s)
+	if err != nil {
+		return bus.Output{}, err
 	}
-	return outs, nil
+	if e.src == nil || s.Source != e.srcOf {
+		e.srcOf, e.src, e.subject = s.Source, []string{string(s.Source)}, e.subjects.Signals(s.Source)
+	}
+	if e.received == nil || !s.ReceivedAt.Equal(e.receivedAt) || s.ReceivedAt.Location() != e.receivedAt.Location() {
+		e.receivedAt, e.received = s.ReceivedAt, []string{s.ReceivedAt.Format(time.RFC3339Nano)}
+	}
+	e.fingerprints[i] = s.Fingerprint
+	h := make(nats.Header, 5) // and Nats-Msg-Id, added by the publisher
+	h[bus.HeaderFingerprint] = e.fingerprints[i : i+1 : i+1]
+	h[bus.HeaderSource] = e.src
+	h[bus.HeaderTraceparent] = e.tpv
+	h[bus.HeaderReceivedAt] = e.received
+	return bus.Output{Subject: e.subject, Data: data, MsgID: s.ID, Header: h}, nil
 }
 
 func writeProblem(w http.ResponseWriter, code int, title, detail string, rejected []signal.Rejection) int {

@@ -43,6 +43,7 @@ type harness struct {
 	cfg    config.Config
 	srv    *httptest.Server
 	health *service.Health
+	reg    *prometheus.Registry
 }
 
 func newHarness(t testing.TB, mutate ...func(*config.Config)) *harness {
@@ -54,7 +55,12 @@ func newHarness(t testing.TB, mutate ...func(*config.Config)) *harness {
 // clock.
 func newHarnessWith(t testing.TB, opts []receiver.Option, mutate ...func(*config.Config)) *harness {
 	t.Helper()
-	n := testenv.StartNATS(t)
+	return newHarnessOn(t, testenv.StartNATS(t), opts, mutate...)
+}
+
+// newHarnessOn is newHarnessWith on the NATS server n.
+func newHarnessOn(t testing.TB, n *testenv.NATS, opts []receiver.Option, mutate ...func(*config.Config)) *harness {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Bus.URL = n.URL
 	cfg.Bus.PublishTimeout = 2 * time.Second
@@ -75,7 +81,7 @@ func newHarnessWith(t testing.TB, opts []receiver.Option, mutate ...func(*config
 	require.NoError(t, err)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
-	return &harness{t: t, clk: clk, nats: n, conn: conn, cfg: cfg, srv: srv, health: health}
+	return &harness{t: t, clk: clk, nats: n, conn: conn, cfg: cfg, srv: srv, health: health, reg: reg}
 }
 
 func (h *harness) post(path string, body []byte, hdr ...string) (*http.Response, []byte) {

@@ -140,7 +140,7 @@ func checkHeader(h *amHeader, noAlerts bool) error {
 }
 
 func newAlertBatch(h *amHeader, n int) *Batch {
-	return &Batch{Signals: make([]Signal, 0, n), Truncated: max(h.TruncatedAlerts, 0)}
+	return &Batch{Signals: make([]Signal, 0, n), Indexes: make([]int, 0, n), Truncated: max(h.TruncatedAlerts, 0)}
 }
 
 // addAlert appends alert i of the batch as a signal or as a rejection.
@@ -154,6 +154,7 @@ func (d *Decoder) addAlert(b *Batch, h *amHeader, i int, a *amAlert, received ti
 		return
 	}
 	b.Signals = append(b.Signals, s)
+	b.Indexes = append(b.Indexes, i)
 }
 
 // alertSignal maps an alert of an Alertmanager-shaped webhook from src.

@@ -47,6 +47,10 @@ type Rejection struct {
 type Batch struct {
 	// Signals are the accepted items, in input order.
 	Signals []Signal
+	// Indexes holds, for each of Signals, its item's position in the
+	// batch, so a signal refused after decoding (too large for the bus)
+	// is reported as a Rejection like an invalid item.
+	Indexes []int
 	// Rejected are the items that were invalid; their siblings are kept.
 	Rejected []Rejection
 	// Ignored are the items that are valid but never become signals

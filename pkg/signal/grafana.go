@@ -122,6 +122,7 @@ func (d *Decoder) addGrafanaAlert(b *Batch, h *grafanaHeader, i int, a *grafanaA
 		return
 	}
 	b.Signals = append(b.Signals, s)
+	b.Indexes = append(b.Indexes, i)
 }
 
 // grafanaAnnotations adds Grafana's links, the values that triggered the

@@ -114,7 +114,7 @@ func (d *Decoder) DecodeKubernetesEvents(body []byte) (*Batch, error) {
 		return d.decodeKubernetesEventItems(body)
 	}
 	received := d.now().UTC()
-	b := &Batch{Signals: make([]Signal, 0, len(events))}
+	b := &Batch{Signals: make([]Signal, 0, len(events)), Indexes: make([]int, 0, len(events))}
 	for i := range events {
 		d.addEvent(b, i, &events[i], received)
 	}
@@ -142,7 +142,7 @@ func (d *Decoder) decodeKubernetesEventItems(body []byte) (*Batch, error) {
 		}
 	}
 	received := d.now().UTC()
-	b := &Batch{Signals: make([]Signal, 0, len(items))}
+	b := &Batch{Signals: make([]Signal, 0, len(items)), Indexes: make([]int, 0, len(items))}
 	for i, raw := range items {
 		var e kubeEvent
 		if err := unmarshal(raw, &e); err != nil {
@@ -179,6 +179,7 @@ func (d *Decoder) addEvent(b *Batch, i int, e *kubeEvent, received time.Time) {
 		return
 	}
 	b.Signals = append(b.Signals, s)
+	b.Indexes = append(b.Indexes, i)
 }
 
 // normalReason says why a Normal event is not a signal, naming the object
