@@ -203,6 +203,12 @@ func TestBrowser_reviewPages(t *testing.T) {
 		assert.Equal(t, len(review.Explain(storm)), count(t, ctx, `#explain li`), "the explanation beside it")
 		assert.Equal(t, 2, count(t, ctx, `tr.member-row`))
 		shoot(t, ctx, shots, "timeline-storm.png")
+		// The top of it in a laptop-sized window, as the README shows it.
+		do(t, ctx, chromedp.EmulateViewport(1100, 660))
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(shots, "timeline-storm-window.png"), png, 0o644))
+		do(t, ctx, chromedp.EmulateViewport(1280, 900))
 	})
 
 	t.Run("the flap's timeline", func(t *testing.T) {
