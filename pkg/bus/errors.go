@@ -24,6 +24,9 @@ const (
 	// ReasonPublish is the reason of outputs (or a DLQ copy) JetStream
 	// did not store.
 	ReasonPublish = "publish"
+	// ReasonStore is the reason of a stage's state store (Redis) failing
+	// a read or write.
+	ReasonStore = "store"
 )
 
 // permanentError marks a failure that no retry can fix (undecodable or

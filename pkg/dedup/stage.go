@@ -131,7 +131,7 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	}
 	c := &call{sig: &sig, msgID: m.MsgID(), in: m}
 	if err := s.batch.run(ctx, c); err != nil {
-		return nil, fmt.Errorf("deciding on signal %s: %w", c.msgID, err)
+		return nil, bus.Retry(fmt.Errorf("deciding on signal %s: %w", c.msgID, err), bus.ReasonStore)
 	}
 	if c.err != nil {
 		return nil, c.err

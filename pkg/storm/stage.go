@@ -49,6 +49,12 @@ type Routes interface {
 // waits and comes back once the route is known.
 var ErrUnrouted = errors.New("incident not routed by the aggregator yet")
 
+// reasonUnrouted counts the retries of ErrUnrouted
+// (stormweir_worker_retries_total): an update normally waits a delivery
+// or two for its incident's first event; one that keeps waiting is a
+// stage behind, or a lost route.
+const reasonUnrouted = "unrouted"
+
 // Metrics are the aggregator's own metrics.
 type Metrics struct {
 	Open     prometheus.Gauge
@@ -270,7 +276,7 @@ func (s *Stage) individual(ctx context.Context, ev *incident.Event) ([]bus.Outpu
 		// it is still forwarded as it was.
 		s.log.WarnContext(ctx, "incident record gone before routing; forwarding as received", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 	case err != nil:
-		return nil, fmt.Errorf("routing incident %s individually: %w", ev.IncidentID, err)
+		return nil, bus.Retry(fmt.Errorf("routing incident %s individually: %w", ev.IncidentID, err), bus.ReasonStore)
 	default:
 		record.Refresh(ev, &rec)
 	}
@@ -310,10 +316,10 @@ func (s *Stage) unrouted(ctx context.Context, m *bus.Msg, ev *incident.Event, ti
 		s.log.InfoContext(ctx, "update of an incident whose record is gone; nothing to route", "incident", ev.IncidentID, "fingerprint", ev.Fingerprint)
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("reading the route of incident %s: %w", ev.IncidentID, err)
+		return nil, bus.Retry(fmt.Errorf("reading the route of incident %s: %w", ev.IncidentID, err), bus.ReasonStore)
 	case rec.Route == incident.RouteUndecided:
 		s.m.Unrouted.WithLabelValues("waiting").Inc()
-		return nil, fmt.Errorf("update of incident %s: %w", ev.IncidentID, ErrUnrouted)
+		return nil, bus.Retry(fmt.Errorf("update of incident %s: %w", ev.IncidentID, ErrUnrouted), reasonUnrouted)
 	}
 	record.Refresh(ev, &rec)
 	if rec.Route == incident.RouteIndividual {
@@ -336,7 +342,7 @@ func (s *Stage) joined(ctx context.Context, ev *incident.Event, target signal.Ta
 	case errors.Is(err, record.ErrNotFound):
 		s.log.WarnContext(ctx, "incident record gone before routing to its storm", "incident", ev.IncidentID, "storm", snap.ID)
 	case err != nil:
-		return nil, fmt.Errorf("routing incident %s to storm %s: %w", ev.IncidentID, snap.ID, err)
+		return nil, bus.Retry(fmt.Errorf("routing incident %s to storm %s: %w", ev.IncidentID, snap.ID, err), bus.ReasonStore)
 	case rec.Count > count:
 		if snap, err = s.storms.Track(ctx, MemberUpdate{StormID: snap.ID, IncidentID: ev.IncidentID, Target: target, Count: rec.Count, Now: now}); err != nil {
 			return nil, err
