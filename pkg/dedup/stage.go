@@ -131,7 +131,11 @@ func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	}
 	c := &call{sig: &sig, msgID: m.MsgID(), in: m}
 	if err := s.batch.run(ctx, c); err != nil {
-		return nil, bus.Retry(fmt.Errorf("deciding on signal %s: %w", c.msgID, err), bus.ReasonStore)
+		return nil, fmt.Errorf("deciding on signal %s: %w", c.msgID, err)
+	}
+	if c.err != nil && !bus.IsPermanent(c.err) {
+		// The store failed the decision (Redis down, full, failing over).
+		return nil, bus.Retry(fmt.Errorf("deciding on signal %s: %w", c.msgID, c.err), bus.ReasonStore)
 	}
 	if c.err != nil {
 		return nil, c.err
