@@ -114,6 +114,7 @@ var scenarios = []scenario{
 	{"latency", (*bench).latency},
 	{"storm", (*bench).storm},
 	{"replay", (*bench).replay},
+	{"finished-crs", (*bench).finishedRequests},
 }
 
 func scenarioNames() []string {
@@ -431,6 +432,119 @@ func (b *bench) newIncidents() {
 		verdict: verdict(rate >= 215 && ratio >= 0.8, fmt.Sprintf("%.0f%% of 215/s, %.0f%% of the API server's rate", 100*rate/215, 100*ratio)),
 		command: command("new-incidents"),
 	})
+}
+
+// finishedRequests measures the writer's memory with 0 and with 100,000
+// finished requests in the cluster (terminal phase, incidents ended, as
+// the writer leaves them), each time after a load of 2,000 alerts of the
+// same 2,000 incidents (their requests created by the first, updated by
+// the second, after a restart among the finished ones): the writer's
+// memory must not grow with finished requests.
+func (b *bench) finishedRequests() {
+	const finished = 100_000
+	p := pipeline.Start(b.tb, pipeline.Options{})
+	ctx := context.Background()
+	measure := func(seed uint64) (heap, rss float64) {
+		// Not drain: its check lists every request, and the finished ones
+		// are not the load's. Idle consumers say the load was written.
+		m0, err := p.Metrics(ctx, pipeline.Writer)
+		b.must(err, "writer metrics")
+		rep, err := p.Load(ctx, loadgen.Config{Alerts: 2000, BatchSize: 100, Concurrency: 4, MaxPerScope: 5, Seed: seed})
+		b.must(err, "running the load")
+		_, err = p.WaitIdle(ctx, 5*time.Minute)
+		b.must(err, "waiting for the pipeline")
+		m1, err := p.Metrics(ctx, pipeline.Writer)
+		b.must(err, "writer metrics")
+		created := m1.Sum("stormweir_writer_crs_created_total", nil) - m0.Sum("stormweir_writer_crs_created_total", nil)
+		fmt.Fprintf(os.Stderr, "load of %d alerts (%d incidents): writer created %.0f requests\n", rep.Accepted, rep.Expected.Incidents, created)
+		// The least heap in use over 5 s: live data, the garbage of the
+		// load mostly collected.
+		heap = math.Inf(1)
+		for range 10 {
+			m, err := p.Metrics(ctx, pipeline.Writer)
+			b.must(err, "writer metrics")
+			heap = math.Min(heap, m.Value("go_memstats_heap_inuse_bytes", nil))
+			time.Sleep(500 * time.Millisecond)
+		}
+		u, err := p.Procs[pipeline.Writer].Usage()
+		b.must(err, "writer usage")
+		return heap / (1 << 20), float64(u.RSS) / (1 << 20)
+	}
+	heap0, rss0 := measure(11)
+
+	p.Procs[pipeline.Writer].Stop(10 * time.Second)
+	start := time.Now()
+	b.createFinished(p, finished)
+	created := time.Since(start)
+	restart := time.Now()
+	p.Start(pipeline.Writer)
+	ready := time.Since(restart)
+	heap1, rss1 := measure(12)
+	// Per finished request: a ratio over the small heap of an idle
+	// writer would mostly measure that heap's noise.
+	perRequest := (heap1 - heap0) * (1 << 20) / finished
+	b.add(row{
+		scenario: "writer memory with 100,000 finished requests in the cluster (each time after 2,000 alerts of the same 2,000 active requests)",
+		target:   "flat in finished requests: ≤ 100 bytes of heap per finished request (≤ 10 MiB for 100,000)",
+		result: fmt.Sprintf("writer heap in use %.1f MiB with none, %.1f MiB with %d (%.0f bytes per finished request); RSS %.0f → %.0f MiB; ready %s after its start among them (%d created in %s)",
+			heap0, heap1, finished, perRequest, rss0, rss1, ready.Round(100*time.Millisecond), finished, created.Round(time.Second)),
+		verdict: verdict(perRequest <= 100, fmt.Sprintf("%.0f bytes per finished request", perRequest)),
+		command: command("finished-crs"),
+	})
+}
+
+// createFinished creates n requests as the writer leaves them once they
+// finished: a terminal phase, the ended label, a status with counts.
+func (b *bench) createFinished(p *pipeline.Pipeline, n int) {
+	ctx := context.Background()
+	b.must(p.API.Namespace(ctx, "finished"), "creating namespace finished")
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	now := metav1.Now()
+	for range 32 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				pod := fmt.Sprintf("app-%06d", i)
+				rr := &v1alpha1.RemediationRequest{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "finished", Name: fmt.Sprintf("rr-done-%06d", i), Labels: map[string]string{
+						v1alpha1.LabelSignal: "KubeContainerOOMKilled", v1alpha1.LabelSeverity: "warning", v1alpha1.LabelEnvironment: "unknown",
+						v1alpha1.LabelPriority: "P2", v1alpha1.LabelEnded: "true",
+					}},
+					Spec: v1alpha1.RemediationRequestSpec{
+						Fingerprint: fmt.Sprintf("%064d", i), IncidentID: fmt.Sprintf("done%06d", i),
+						Signal:      v1alpha1.SignalRef{Name: "KubeContainerOOMKilled", Source: "alertmanager", Severity: "warning"},
+						Target:      v1alpha1.Target{Kind: "Pod", Name: pod, Namespace: "finished"},
+						Environment: "unknown", Priority: "P2",
+						Labels:      map[string]string{"alertname": "KubeContainerOOMKilled", "namespace": "finished", "pod": pod, "severity": "warning"},
+						Annotations: map[string]string{"summary": "container of " + pod + " was OOM killed"},
+						FiringTime:  now, ReceivedTime: now,
+					},
+					Status: v1alpha1.RemediationRequestStatus{
+						Phase: "Completed", ObservedRevision: 3,
+						Occurrences: &v1alpha1.Occurrences{Count: 3, FirstSeen: now, LastSeen: now},
+						Signal:      &v1alpha1.SignalStatus{State: v1alpha1.SignalResolved, ResolvedAt: &now},
+					},
+				}
+				if err := p.API.Client.Create(ctx, rr); err != nil {
+					if failed.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "finished create failed: %v\n", err)
+					}
+				}
+				if i%10_000 == 0 {
+					fmt.Fprintf(os.Stderr, "%d finished requests created\n", i)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		b.tb.Fatalf("%d of %d finished requests not created", failed.Load(), n)
+	}
 }
 
 // apiRequests lists the writer's API requests between two scrapes by
