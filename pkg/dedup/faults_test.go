@@ -12,6 +12,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/clock"
 	"github.com/stormweir/stormweir/pkg/config"
+	"github.com/stormweir/stormweir/pkg/dedup"
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/record/recordtest"
@@ -117,6 +118,9 @@ func TestStage_redisOutOfMemoryWaits(t *testing.T) {
 	p.publish(t, sigs[n/2:]...)
 	waitFor(t, 10*time.Second, "decisions failing with OOM", func() bool { return counterValue(r.stage.Metrics().Errors) >= 5 })
 	waitFor(t, 10*time.Second, "readiness 503 while redis refuses writes", func() bool { return r.readyz(t) == 503 })
+	oom := map[string]string{"stage": dedup.StageName, "reason": redisclient.ReasonOOM}
+	assert.GreaterOrEqual(t, testenv.MetricValue(t, "http://"+r.health+"/metrics", "stormweir_store_errors_total", oom), 5.0,
+		"the failures are counted as Redis out of memory")
 	info := p.consumer(t)
 	assert.EqualValues(t, n/2, info.AckFloor.Stream, "no signal acked while redis is out of memory")
 	assert.Equal(t, before, p.subjectCounts(t, bus.StreamIncidents), "no event published while redis is out of memory")

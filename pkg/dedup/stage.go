@@ -8,7 +8,6 @@ package dedup
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +16,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
@@ -70,10 +70,11 @@ type Stage struct {
 	worker *bus.Worker
 	batch  *batcher
 	m      *Metrics
-	// storeErr is the last decision's store error, nil after a success:
-	// a Redis that answers PING but rejects writes (OOM, a read-only
-	// replica after failover) still makes the stage unready.
-	storeErr atomic.Pointer[error]
+	// health is the store as the decisions found it: a Redis that
+	// answers PING but rejects writes (OOM, a read-only replica after
+	// failover) makes the stage unready, is counted by reason and logged
+	// when it starts and stops.
+	health *redisclient.StoreHealth
 }
 
 // New wires the deduper on p with store: it creates or updates the
@@ -81,7 +82,7 @@ type Stage struct {
 // nothing until Run. Several Stages (replicas) may share one consumer.
 func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage, error) {
 	subj := bus.NewSubjects(p.Config.Bus.Prefix)
-	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry)}
+	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry), health: redisclient.NewStoreHealth(p.Registry, p.Log, StageName)}
 	s.batch = &batcher{decide: s.decide, output: s.output}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
@@ -104,10 +105,7 @@ func (s *Stage) checkStore(ctx context.Context) error {
 			return err
 		}
 	}
-	if p := s.storeErr.Load(); p != nil {
-		return fmt.Errorf("last decision failed: %w", *p)
-	}
-	return nil
+	return s.health.Check(ctx)
 }
 
 // Metrics returns the stage's metrics.
@@ -166,6 +164,7 @@ func (s *Stage) decide(ctx context.Context, reqs []record.DecideRequest) []recor
 	for i, r := range resps {
 		if r.Err != nil {
 			s.m.Errors.Inc()
+			s.health.Observe(r.Err)
 			failed = r.Err
 			resps[i].Err = fmt.Errorf("deciding on signal %s: %w", reqs[i].MsgID, r.Err)
 			continue
@@ -176,10 +175,8 @@ func (s *Stage) decide(ctx context.Context, reqs []record.DecideRequest) []recor
 			s.m.Decisions.WithLabelValues(string(r.Result.Decision)).Inc()
 		}
 	}
-	if failed != nil {
-		s.storeErr.Store(&failed)
-	} else {
-		s.storeErr.Store(nil)
+	if failed == nil {
+		s.health.Observe(nil)
 	}
 	return resps
 }

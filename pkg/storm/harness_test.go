@@ -42,7 +42,9 @@ type pipeline struct {
 	// incidents is the incident record store both stages share.
 	incidents record.Store
 	agg       *storm.Stage
-	seq       int
+	// health serves the process's /readyz and /metrics.
+	health string
+	seq    int
 	// stop ends the stages and closes their process.
 	stop func()
 }
@@ -95,6 +97,9 @@ func (p *pipeline) start() {
 	p.agg, err = a.Aggregator(ctx)
 	require.NoError(t, err)
 	p.incidents, err = a.Incidents()
+	require.NoError(t, err)
+	// Bound before Run, which would bind one of its own.
+	p.health, err = a.HealthAddr()
 	require.NoError(t, err)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -18,6 +18,7 @@ import (
 	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/incident"
 	"github.com/stormweir/stormweir/pkg/record"
+	"github.com/stormweir/stormweir/pkg/redisclient"
 	"github.com/stormweir/stormweir/pkg/service"
 	"github.com/stormweir/stormweir/pkg/signal"
 )
@@ -122,6 +123,11 @@ type Stage struct {
 	lease time.Duration
 	// co coalesces the storm events of concurrent decisions.
 	co *coalescer
+	// health is the stores as the decisions found them: a Redis that
+	// answers PING but refuses writes (out of memory, a replica) makes
+	// the stage unready, counted by reason and logged when it starts and
+	// stops, as the deduper's.
+	health *redisclient.StoreHealth
 }
 
 // New wires the aggregator on p: it creates or updates the durable
@@ -139,6 +145,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents Routes
 		cfg: cfg.Aggregator, storms: storms, incidents: incidents, clk: clk, scoper: scoper, subj: subj,
 		pub: p.Publisher(), m: NewMetrics(p.Registry), log: p.Log.With("stage", StageName),
 		token: hex.EncodeToString(tok[:]), lease: 3 * cfg.Bus.PublishTimeout, co: newCoalescer(clk),
+		health: redisclient.NewStoreHealth(p.Registry, p.Log, StageName),
 	}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
@@ -155,6 +162,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents Routes
 	if c, ok := incidents.(record.Checker); ok {
 		p.Health.AddCheck("record-store", c.Check)
 	}
+	p.Health.AddCheck("store-calls", s.health.Check)
 	return s, nil
 }
 
@@ -174,6 +182,16 @@ func (s *Stage) Run(ctx context.Context) error {
 // individual incident. A storm event is coalesced with those of the
 // decisions in flight beside it (see coalescer).
 func (s *Stage) Handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
+	out, err := s.handle(ctx, m)
+	// A failure elsewhere (a publish, an update waiting for its route)
+	// says nothing about the stores.
+	if err == nil || redisclient.IsRedisError(err) {
+		s.health.Observe(err)
+	}
+	return out, err
+}
+
+func (s *Stage) handle(ctx context.Context, m *bus.Msg) ([]bus.Output, error) {
 	var ev incident.Event
 	if err := incident.Unmarshal(m.Data, &ev); err != nil {
 		return nil, bus.Permanent(fmt.Errorf("decoding incident event: %w", err))
