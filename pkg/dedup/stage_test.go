@@ -49,8 +49,21 @@ func TestStage_twoReplicasCountExactly(t *testing.T) {
 	assert.EqualValues(t, fps, subj[p.subj.DedupNew()], "exactly one new incident per fingerprint")
 	assert.LessOrEqual(t, subj[p.subj.DedupUnrouted()], uint64(signals-fps), "no aggregator routes them here; decisions taken together publish one event")
 	assertNewestPublished(t, p, store, "storm", fps)
-	assert.Equal(t, fps, a.decisions(incident.DecisionNew)+b.decisions(incident.DecisionNew))
-	assert.Equal(t, signals-fps, a.decisions(incident.DecisionOccurrence)+b.decisions(incident.DecisionOccurrence))
+	// The store's counts above are the exact ones. The decision metrics
+	// are exact too unless a reply from Redis was lost after it applied a
+	// batch (a timeout on a loaded machine): the retry then finds the
+	// signals seen and counts them as duplicates, never as a second
+	// decision.
+	dups := a.decisions(incident.DecisionDuplicate) + b.decisions(incident.DecisionDuplicate)
+	news := a.decisions(incident.DecisionNew) + b.decisions(incident.DecisionNew)
+	occs := a.decisions(incident.DecisionOccurrence) + b.decisions(incident.DecisionOccurrence)
+	assert.LessOrEqual(t, news, fps, "no incident opened twice")
+	assert.LessOrEqual(t, occs, signals-fps, "no repeat decided twice")
+	assert.GreaterOrEqual(t, news+occs+dups, signals, "every signal decided")
+	if dups == 0 {
+		assert.Equal(t, fps, news)
+		assert.Equal(t, signals-fps, occs)
+	}
 	assert.Positive(t, a.decisions(incident.DecisionOccurrence), "replica a took part")
 	assert.Positive(t, b.decisions(incident.DecisionOccurrence), "replica b took part")
 	assert.Empty(t, p.subjectCounts(t, bus.StreamDLQ))
