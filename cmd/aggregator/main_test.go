@@ -217,7 +217,7 @@ type outputs struct {
 func readOutputs(t testing.TB, js jetstream.JetStream, subj bus.Subjects) outputs {
 	t.Helper()
 	o := outputs{openIDs: map[string]bool{}}
-	for _, m := range testenv.ReadStream(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
+	for _, m := range testenv.ReadArchived(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
 		if m.Subject == subj.IncidentsOpen() {
 			var ev incident.Event
 			require.NoError(t, json.Unmarshal(m.Data, &ev))

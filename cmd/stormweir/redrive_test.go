@@ -50,6 +50,7 @@ func TestReplay_intoAnotherPipeline(t *testing.T) {
 			Header: nats.Header{bus.HeaderFingerprint: {sig.Fingerprint}}})
 		require.NoError(t, err)
 	}
+	testenv.WaitArchived(t, conn.JS, src.Prefix)
 	target := bus.NewSubjects(dst.Prefix).StreamName(bus.StreamSignals)
 	stored := func() uint64 {
 		st, err := conn.JS.Stream(ctx, target)

@@ -30,7 +30,7 @@ func TestReplay_badInputIsOneLine(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, bus.EnsureStreams(ctx, js, cfg.Bus))
 	// A stream under another prefix's name that stormweir did not make.
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER_SIGNALS", Subjects: []string{"other.>"}})
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER_SIGNALS_ARCHIVE", Subjects: []string{"other.>"}})
 	require.NoError(t, err)
 	free := testenv.FreePort(t)
 	at := []string{"--nats-url", nt.URL, "--prefix", cfg.Bus.Prefix, "--progress=false"}
@@ -47,8 +47,8 @@ func TestReplay_badInputIsOneLine(t *testing.T) {
 		{"replay", append(at, "-o", "xml"), true, `-o "xml": unknown output format (want table, json, yaml)`},
 		{"replay", append(at, "--incident", "rr-i00000000000000000000"), false, "no incident, storm or request i00000000000000000000 in the streams"},
 		{"replay", at, false, "nothing recorded in the selected range"},
-		{"replay", []string{"--nats-url", nt.URL, "--prefix", "missing"}, false, "stream MISSING_SIGNALS: no such stream (is bus.prefix right, and has the pipeline run?)"},
-		{"replay", []string{"--nats-url", nt.URL, "--prefix", "other"}, false, `stream OTHER_SIGNALS: not a stormweir stream (description "")`},
+		{"replay", []string{"--nats-url", nt.URL, "--prefix", "missing"}, false, "stream MISSING_SIGNALS_ARCHIVE: no such stream (is bus.prefix right, and has the pipeline run?)"},
+		{"replay", []string{"--nats-url", nt.URL, "--prefix", "other"}, false, `stream OTHER_SIGNALS_ARCHIVE: not a stormweir stream (description "")`},
 		{"replay", []string{"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", free)}, false, fmt.Sprintf("connecting to nats nats://127.0.0.1:%d: nats: no servers available for connection", free)},
 		{"replay", append(at, "--data-dir", t.TempDir()), false, "no stormweir run data in"},
 		{"explain", append(at, "rr-s0123"), false, "no incident, storm or request s0123 in the streams"},

@@ -20,9 +20,12 @@ import (
 	"github.com/stormweir/stormweir/pkg/writer"
 )
 
-// PrinterStage is the printer's durable consumer. It is not the writer's,
-// so pointing the same data dir at a cluster later still writes every
-// retained incident.
+// PrinterStage names the sink that prints instead of writing. It reads
+// with the writer's durable consumer: the incidents stream keeps each
+// message until the writer's consumer has it (interest retention), so a
+// consumer of its own would leave every incident waiting for a writer
+// that never runs, until the stream is full. Pointing the same data dir at
+// a cluster later writes what was not printed yet.
 const PrinterStage = "printer"
 
 // Printer is the sink of a run without a cluster: it consumes what the
@@ -68,7 +71,7 @@ func NewPrinter(ctx context.Context, p *service.Process, out io.Writer, clk cloc
 	pr := &Printer{p: p, preview: pv, out: out, clk: clk, entries: map[string]*printEntry{},
 		interval: p.Config.Writer.CoalesceInterval, maxInterval: p.Config.Writer.CoalesceMaxInterval}
 	pr.worker, err = p.Worker(ctx, service.WorkerSpec{
-		Consumer: bus.ConsumerSpec{Stage: PrinterStage, Stream: bus.StreamIncidents, Subjects: []string{bus.NewSubjects(p.Config.Bus.Prefix).AllIncidents()}},
+		Consumer: bus.PipelineConsumer(bus.NewSubjects(p.Config.Bus.Prefix), bus.ConsumerWriter),
 		Handler:  bus.HandlerFunc(pr.handle),
 		// One event at a time, in order: the preview is the cluster's
 		// stand-in and decides like the writer, one write after another.

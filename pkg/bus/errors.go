@@ -2,7 +2,10 @@ package bus
 
 import (
 	"errors"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A handler says what kind of failure it saw where it saw it (the way
@@ -93,4 +96,36 @@ func RetryReason(err error) (reason string, after time.Duration) {
 		return r.reason, r.after
 	}
 	return ReasonError, 0
+}
+
+// JetStream error codes of a message refused for room (nats-server's
+// JSStreamStoreFailedF, JSAccountResourcesExceededErr,
+// JSInsufficientResourcesErr, JSMemoryResourcesExceededErr,
+// JSStorageResourcesExceededErr).
+const (
+	codeStoreFailed        = 10077
+	codeAccountResources   = 10002
+	codeInsufficient       = 10023
+	codeMemoryResources    = 10028
+	codeStorageResources   = 10047
+	descMaxBytes, descMsgs = "maximum bytes exceeded", "maximum messages exceeded"
+)
+
+// IsFull reports whether err is JetStream refusing a message for lack of
+// room: a processing stream at its max_bytes or max_msgs (discard new), or
+// the server's or the account's store full. Nothing was stored; the
+// message can be sent again once the stages behind it catch up or space
+// frees.
+func IsFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case codeAccountResources, codeInsufficient, codeMemoryResources, codeStorageResources:
+		return true
+	case codeStoreFailed:
+		return strings.Contains(apiErr.Description, descMaxBytes) || strings.Contains(apiErr.Description, descMsgs)
+	}
+	return false
 }

@@ -27,8 +27,14 @@ type Metrics struct {
 	// from redelivering them to another replica meanwhile.
 	InProgressAcks *prometheus.CounterVec
 	// OldestRetained is the age of the oldest message its input stream
-	// still keeps: how far back a review (stormweir replay) can look.
+	// and that stream's archive still keep: the oldest message not
+	// processed by every consumer, and how far back a review
+	// (stormweir replay) can look.
 	OldestRetained *prometheus.GaugeVec
+	// StreamFill is how full the input stream and its archive are: a
+	// processing stream at 1 refuses new messages (the receiver answers
+	// 503), an archive at 1 drops its oldest.
+	StreamFill *prometheus.GaugeVec
 }
 
 // Message results counted by Metrics.Messages.
@@ -87,9 +93,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stage"}),
 		OldestRetained: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "stormweir_stream_oldest_retained_age_seconds",
-			Help: "Age of the oldest message the stream still keeps (the deduper reports the signals stream, the aggregator and writer the decisions stream): how far back stormweir replay can look. 0 when the stream is empty.",
+			Help: "Age of the oldest message the stream still keeps; 0 when it is empty. In a processing stream (STORMWEIR_SIGNALS, _INCIDENTS) the oldest message some stage or the archive has not processed; in an archive (_ARCHIVE) how far back stormweir replay can look. The deduper reports the signals streams, the aggregator and writer the incidents streams.",
+		}, []string{"stream"}),
+		StreamFill: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stormweir_stream_fill_ratio",
+			Help: "How full the stream is against its max_bytes or max_msgs, whichever is nearer (0 without limits). A processing stream at 1 refuses new messages: the receiver answers 503 and the stages retry their outputs until the stage behind it catches up. An archive at 1 drops its oldest messages.",
 		}, []string{"stream"}),
 	}
-	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages, m.OldestRetained, m.Retries, m.InProgressAcks)
+	reg.MustRegister(m.Messages, m.Handle, m.InFlight, m.Pending, m.Published, m.AckPending, m.OldestUnprocessedAge, m.DLQMessages, m.OldestRetained, m.StreamFill, m.Retries, m.InProgressAcks)
 	return m
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,7 +17,9 @@ type consumerStats struct {
 	o     WorkerOptions
 	now   func() time.Time
 	input jetstream.Stream // the consumer's stream, looked up once
-	dlq   jetstream.Stream
+	// archive is the input's archive (the review's copy), looked up once.
+	archive jetstream.Stream
+	dlq     jetstream.Stream
 }
 
 func newConsumerStats(js jetstream.JetStream, o WorkerOptions) *consumerStats {
@@ -57,31 +60,55 @@ func (s *consumerStats) update(ctx context.Context) {
 		m.DLQMessages.WithLabelValues(stage).Set(float64(n))
 	}
 	if err == nil {
-		if age, err := s.oldestRetainedAge(ctx, info.Stream); err == nil {
-			m.OldestRetained.WithLabelValues(info.Stream).Set(age.Seconds())
+		for _, name := range []string{info.Stream, info.Stream + "_ARCHIVE"} {
+			if st, err := s.streamInfo(ctx, name); err == nil {
+				m.OldestRetained.WithLabelValues(name).Set(s.oldestRetainedAge(st).Seconds())
+				m.StreamFill.WithLabelValues(name).Set(fill(st))
+			}
 		}
 	}
 }
 
-// oldestRetainedAge is the age of the oldest message the stage's input
-// stream keeps (0 when it is empty): the retention limits (max_age,
-// max_bytes) decide it, and it is how far back a review can read.
-func (s *consumerStats) oldestRetainedAge(ctx context.Context, stream string) (time.Duration, error) {
-	if s.input == nil {
-		st, err := s.js.Stream(ctx, stream)
+// streamInfo reads the info of the stage's input stream or of its
+// archive, looking each up once.
+func (s *consumerStats) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	p := &s.archive
+	if !strings.HasSuffix(name, "_ARCHIVE") {
+		p = &s.input
+	}
+	if *p == nil {
+		st, err := s.js.Stream(ctx, name)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		s.input = st
+		*p = st
 	}
-	info, err := s.input.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
+	return (*p).Info(ctx)
+}
+
+// oldestRetainedAge is the age of the oldest message a stream keeps (0
+// when it is empty). In the input stream that is the oldest message some
+// consumer (a stage, or the archive) has not acknowledged; in the archive
+// its limits (max_age, max_bytes) decide it, and it is how far back a
+// review can read.
+func (s *consumerStats) oldestRetainedAge(info *jetstream.StreamInfo) time.Duration {
 	if info.State.Msgs == 0 {
-		return 0, nil
+		return 0
 	}
-	return max(s.now().Sub(info.State.FirstTime), 0), nil
+	return max(s.now().Sub(info.State.FirstTime), 0)
+}
+
+// fill is how full a stream is, against whichever of its max_bytes and
+// max_msgs it is nearer (0 when it has neither).
+func fill(info *jetstream.StreamInfo) float64 {
+	var f float64
+	if mb := info.Config.MaxBytes; mb > 0 {
+		f = float64(info.State.Bytes) / float64(mb)
+	}
+	if mm := info.Config.MaxMsgs; mm > 0 {
+		f = max(f, float64(info.State.Msgs)/float64(mm))
+	}
+	return f
 }
 
 // oldestUnprocessedAge is how long the oldest message the stage has not

@@ -29,12 +29,18 @@ type Bus struct {
 	// PublishTimeout bounds the wait for JetStream's acknowledgements.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout" yaml:"publish_timeout"`
 
-	// Signals is the raw signal stream, kept for replay.
+	// Signals holds the signals the deduper has not processed yet
+	// (interest retention: a signal leaves once the deduper and the
+	// archive have it). When it is full the receiver answers 503.
 	Signals Stream `mapstructure:"signals" yaml:"signals"`
-	// Incidents holds the hops after the receiver (dedup.*, incidents.*).
+	// Incidents holds the hops after the receiver (dedup.*, incidents.*)
+	// until their stage and the archive have them.
 	Incidents Stream `mapstructure:"incidents" yaml:"incidents"`
 	// DLQ holds messages a stage gave up on, with the reason.
 	DLQ Stream `mapstructure:"dlq" yaml:"dlq"`
+	// Archive keeps a copy of both for review (stormweir replay, explain,
+	// what-if), aged out by its own limits.
+	Archive Archive `mapstructure:"archive" yaml:"archive"`
 
 	// Consumer is the durable pull consumer every stage uses.
 	Consumer Consumer `mapstructure:"consumer" yaml:"consumer"`
@@ -81,10 +87,27 @@ func (t BusTLS) Enabled() bool {
 	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != ""
 }
 
-// Stream configures one JetStream stream.
+// Archive configures the review streams: copies of the signals and of
+// the decisions (with the stages' audit records), kept by age and size
+// whatever the stages have processed.
+type Archive struct {
+	Signals   Stream `mapstructure:"signals" yaml:"signals"`
+	Incidents Stream `mapstructure:"incidents" yaml:"incidents"`
+}
+
+// Stream configures one JetStream stream. JetStream reserves max_bytes
+// of its store for each stream, so the server's store must hold the sum.
 type Stream struct {
-	MaxAge          time.Duration `mapstructure:"max_age" yaml:"max_age"`
+	// MaxAge ages messages out; 0 keeps them until a size limit. The
+	// processing streams (signals, incidents) must keep 0: their
+	// messages leave once processed, never before.
+	MaxAge time.Duration `mapstructure:"max_age" yaml:"max_age"`
+	// MaxBytes and MaxMsgs bound the stream (-1: no bound). A full
+	// processing stream refuses new messages (the receiver answers 503,
+	// a stage retries its output); a full archive or DLQ drops its
+	// oldest.
 	MaxBytes        int64         `mapstructure:"max_bytes" yaml:"max_bytes"`
+	MaxMsgs         int64         `mapstructure:"max_msgs" yaml:"max_msgs"`
 	DuplicateWindow time.Duration `mapstructure:"duplicate_window" yaml:"duplicate_window"`
 	Replicas        int           `mapstructure:"replicas" yaml:"replicas"`
 	// Storage is file or memory.
@@ -127,9 +150,13 @@ func DefaultBus() Bus {
 		Prefix:         "stormweir",
 		ManageStreams:  true,
 		PublishTimeout: 5 * time.Second,
-		Signals:        Stream{MaxAge: 7 * 24 * time.Hour, MaxBytes: 8 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
-		Incidents:      Stream{MaxAge: 24 * time.Hour, MaxBytes: 4 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
-		DLQ:            Stream{MaxAge: 14 * 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		Signals:        Stream{MaxBytes: 1 << 30, MaxMsgs: -1, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		Incidents:      Stream{MaxBytes: 1 << 30, MaxMsgs: -1, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		DLQ:            Stream{MaxAge: 14 * 24 * time.Hour, MaxBytes: 1 << 30, MaxMsgs: -1, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		Archive: Archive{
+			Signals:   Stream{MaxAge: 7 * 24 * time.Hour, MaxBytes: 8 << 30, MaxMsgs: -1, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+			Incidents: Stream{MaxAge: 24 * time.Hour, MaxBytes: 4 << 30, MaxMsgs: -1, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"},
+		},
 		Consumer: Consumer{
 			AckWait:       30 * time.Second,
 			MaxDeliver:    -1,
@@ -153,8 +180,14 @@ func (b Bus) Validate() error {
 	}
 	errs = append(errs, b.Auth.validate(b.URL), validateKeyPair("bus.tls", b.TLS.CertFile, b.TLS.KeyFile))
 	errs = append(errs, positive("bus.publish_timeout", b.PublishTimeout))
-	for name, s := range map[string]Stream{"signals": b.Signals, "incidents": b.Incidents, "dlq": b.DLQ} {
+	for name, s := range map[string]Stream{"signals": b.Signals, "incidents": b.Incidents, "dlq": b.DLQ,
+		"archive.signals": b.Archive.Signals, "archive.incidents": b.Archive.Incidents} {
 		errs = append(errs, s.validate("bus."+name))
+	}
+	for name, s := range map[string]Stream{"signals": b.Signals, "incidents": b.Incidents} {
+		if s.MaxAge != 0 {
+			errs = append(errs, fmt.Errorf("bus.%s.max_age: must be 0: the stream holds messages until every stage has processed them, and an age limit would drop unprocessed ones; bus.archive.%s.max_age is how long reviews can look back", name, name))
+		}
 	}
 	errs = append(errs, b.Consumer.validate("bus.consumer"))
 	return errors.Join(errs...)
@@ -212,6 +245,12 @@ func (s Stream) validate(field string) error {
 	}
 	if s.MaxAge > 0 && s.DuplicateWindow > s.MaxAge {
 		errs = append(errs, fmt.Errorf("%s.duplicate_window: %s exceeds max_age %s", field, s.DuplicateWindow, s.MaxAge))
+	}
+	if s.MaxBytes == 0 || s.MaxBytes < -1 {
+		errs = append(errs, fmt.Errorf("%s.max_bytes: %d must be positive, or -1 for no bound", field, s.MaxBytes))
+	}
+	if s.MaxMsgs == 0 || s.MaxMsgs < -1 {
+		errs = append(errs, fmt.Errorf("%s.max_msgs: %d must be positive, or -1 for no bound", field, s.MaxMsgs))
 	}
 	if s.Replicas < 1 || s.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("%s.replicas: %d is not within 1..5", field, s.Replicas))

@@ -338,3 +338,22 @@ func TestValidate_tracing(t *testing.T) {
 	c.Tracing = config.Tracing{Endpoint: "https://collector.example:4318/v1/traces", SampleRatio: 0}
 	assert.NoError(t, c.Validate())
 }
+
+func TestValidate_processingStreamsNeverAgeOut(t *testing.T) {
+	c := config.Default()
+	c.Bus.Signals.MaxAge = 7 * 24 * time.Hour
+	c.Bus.Archive.Incidents.MaxBytes = 0
+	c.Bus.DLQ.MaxMsgs = -2
+	err := c.Validate()
+	require.Error(t, err)
+	for _, want := range []string{
+		"bus.signals.max_age: must be 0: the stream holds messages until every stage has processed them, and an age limit would drop unprocessed ones; bus.archive.signals.max_age is how long reviews can look back",
+		"bus.archive.incidents.max_bytes: 0 must be positive, or -1 for no bound",
+		"bus.dlq.max_msgs: -2 must be positive, or -1 for no bound",
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	c = config.Default()
+	c.Bus.Archive.Signals.MaxAge = 30 * 24 * time.Hour
+	assert.NoError(t, c.Validate(), "an archive ages out on its own terms")
+}

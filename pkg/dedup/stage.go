@@ -23,7 +23,7 @@ import (
 
 // StageName is the deduper's durable consumer name, shared by its
 // replicas, and its name in metrics, logs and the DLQ subject.
-const StageName = "deduper"
+const StageName = bus.ConsumerDeduper
 
 // Metrics are the deduper's own metrics.
 type Metrics struct {
@@ -86,7 +86,7 @@ func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage,
 	s.batch = &batcher{decide: s.decide, output: s.output}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
-		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamSignals, Subjects: []string{subj.AllSignals()}},
+		Consumer: bus.PipelineConsumer(subj, bus.ConsumerDeduper),
 		Handler:  s,
 		Span:     "dedup decision",
 	})

@@ -21,6 +21,8 @@ type metrics struct {
 	rejected *prometheus.CounterVec
 	refused  *prometheus.CounterVec
 	inflight prometheus.Gauge
+	// busFull counts signals refused because the bus was full.
+	busFull prometheus.Counter
 
 	// bySource caches each endpoint's series, so a request does not hash
 	// label values to find them.
@@ -75,6 +77,10 @@ func newMetrics(reg prometheus.Registerer, maxInflight int64) *metrics {
 		Name: "stormweir_receiver_audit_lost_total",
 		Help: "Records of rejected and ignored webhook items (for review) not stored on the audit subject.",
 	})
+	m.busFull = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "stormweir_receiver_bus_full_total",
+		Help: "Signals answered 503 because JetStream had no room for them: the signals stream at its max_bytes or max_msgs (the deduper is behind), or the server's store full. The sender retries them; they are also counted as failed in stormweir_receiver_signals_total.",
+	})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stormweir_receiver_rejected_total",
 		Help: "Webhook items rejected alone, their siblings stored, by source and reason: invalid (not decodable or not valid), over_max_payload (its encoded signal exceeds the bus's max payload).",
@@ -95,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, maxInflight int64) *metrics {
 	for _, r := range []string{refusedBodyTooLarge, refusedInflight} {
 		m.refused.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost, m.rejected, m.refused, m.inflight, inflightLimit)
+	reg.MustRegister(m.requests, m.signals, m.latency, m.publish, m.auditLost, m.rejected, m.refused, m.inflight, inflightLimit, m.busFull)
 	return m
 }
 

@@ -344,8 +344,16 @@ func (r *Receiver) webhook(w http.ResponseWriter, req *http.Request, src signal.
 			return writeProblem(w, http.StatusBadRequest, "unencodable signal", err.Error(), nil)
 		}
 		m.failed.Add(float64(res.unsettled))
-		r.log.WarnContext(req.Context(), "signals not stored; asking the sender to retry", "signals", res.unsettled, "err", err)
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(r.cfg.RetryAfter.Seconds(), 1))))
+		if bus.IsFull(err) {
+			// The signals stream holds what the deduper has not processed
+			// and refuses more when full: the sender keeps them until the
+			// pipeline catches up, nothing older is dropped for them.
+			r.metrics.busFull.Add(float64(res.unsettled))
+			r.log.WarnContext(req.Context(), "signals not stored: the bus is full; asking the sender to retry", "signals", res.unsettled, "err", err)
+			return writeProblem(w, http.StatusServiceUnavailable, "bus full", "the pipeline is behind and its signals stream is full; signals were not stored; retry later", nil)
+		}
+		r.log.WarnContext(req.Context(), "signals not stored; asking the sender to retry", "signals", res.unsettled, "err", err)
 		return writeProblem(w, http.StatusServiceUnavailable, "bus unavailable", "signals were not stored; retry later", nil)
 	}
 	accepted := len(batch.Signals) - len(tooLarge)

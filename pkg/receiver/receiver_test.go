@@ -197,7 +197,7 @@ func TestReceiver_invalidAlertsAreRejectedOneByOne(t *testing.T) {
 	// Each refused item is recorded for review with the reason answered,
 	// at the receipt time.
 	subj := bus.NewSubjects(h.cfg.Bus.Prefix)
-	recs := testenv.ReadStream(t, h.conn.JS, subj.StreamName(bus.StreamIncidents), subj.Audit("receiver"))
+	recs := testenv.ReadStream(t, h.conn.JS, subj.StreamName(bus.StreamIncidentsArchive), subj.Audit("receiver"))
 	require.Len(t, recs, 3)
 	for i, m := range recs {
 		var a incident.Audit

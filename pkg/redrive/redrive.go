@@ -128,7 +128,10 @@ func (r *Redriver) Send(ctx context.Context, subject string, data []byte, header
 	}
 	h := make(nats.Header, len(header)+3)
 	for k, v := range header {
-		if k != jetstream.MsgIDHeader {
+		// JetStream's own headers are not the signal's: the message id is
+		// the re-drive's, and the server refuses a publish carrying the
+		// Nats-Stream-Source the archive added when it sourced the signal.
+		if !strings.HasPrefix(k, "Nats-") {
 			h[k] = v
 		}
 	}

@@ -108,7 +108,7 @@ func TestRedriver_intoAStagingPipeline(t *testing.T) {
 	stored, dups := redriveAll(t, conn.JS, redrive.Options{Prefix: cfg.Bus.Prefix, ID: "r1"}, sigs)
 	assert.Equal(t, 3, stored)
 	assert.Zero(t, dups)
-	got := testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamSignals))
+	got := testenv.ReadArchived(t, conn.JS, subj.StreamName(bus.StreamSignals))
 	require.Len(t, got, 3)
 	for i, m := range got {
 		assert.Equal(t, subj.Signals(signal.SourceAlertmanager), m.Subject)
@@ -120,7 +120,7 @@ func TestRedriver_intoAStagingPipeline(t *testing.T) {
 	}
 	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamSignals), app.Deduper, 10*time.Second)
 	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamIncidents), app.Aggregator, 10*time.Second, subj.AllDedup())
-	assert.Len(t, testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen()), 3,
+	assert.Len(t, testenv.ReadArchived(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen()), 3,
 		"the staging pipeline opened an incident for each")
 
 	stored, dups = redriveAll(t, conn.JS, redrive.Options{Prefix: cfg.Bus.Prefix, ID: "r1"}, sigs)
@@ -131,9 +131,9 @@ func TestRedriver_intoAStagingPipeline(t *testing.T) {
 	assert.Equal(t, 3, stored, "another re-drive is new to the stream")
 	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamSignals), app.Deduper, 10*time.Second)
 	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamIncidents), app.Aggregator, 10*time.Second, subj.AllDedup())
-	assert.Len(t, testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen()), 3,
+	assert.Len(t, testenv.ReadArchived(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen()), 3,
 		"repeats of open incidents open none")
-	assert.Len(t, testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsUpdate()), 3,
+	assert.Len(t, testenv.ReadArchived(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.IncidentsUpdate()), 3,
 		"they count as occurrences")
 }
 
@@ -174,7 +174,7 @@ func TestSelect_likeReplay(t *testing.T) {
 		require.NoError(t, err)
 	}
 	testenv.WaitAcked(t, conn.JS, subj.StreamName(bus.StreamSignals), app.Deduper, 10*time.Second)
-	opened := testenv.ReadStream(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.DedupNew())
+	opened := testenv.ReadArchived(t, conn.JS, subj.StreamName(bus.StreamIncidents), subj.DedupNew())
 	require.Len(t, opened, 3)
 	// The deduper decides a fetched batch concurrently, so its "new"
 	// events need not come in the order the signals were published.
@@ -185,6 +185,7 @@ func TestSelect_likeReplay(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, api1)
+	testenv.WaitArchived(t, conn.JS, cfg.Bus.Prefix)
 
 	selected := func(sel review.Selector) ([]string, error) {
 		var out []string
@@ -212,7 +213,7 @@ func TestSelect_likeReplay(t *testing.T) {
 	_, err = selected(review.Selector{Since: time.Now().Add(time.Hour)})
 	assert.ErrorIs(t, err, redrive.ErrNothingSelected)
 	_, err = selected(review.Selector{Incident: "i-unknown"})
-	assert.EqualError(t, err, "no decision of incident or storm i-unknown is recorded in "+subj.StreamName(bus.StreamIncidents))
+	assert.EqualError(t, err, "no decision of incident or storm i-unknown is recorded in "+subj.StreamName(bus.StreamIncidentsArchive))
 }
 
 // BenchmarkRedriver_send re-drives recorded signals into a pipeline's

@@ -44,11 +44,11 @@ func Select(ctx context.Context, js jetstream.JetStream, prefix string, sel revi
 			return err
 		}
 		if len(ids) == 0 {
-			return fmt.Errorf("no decision of incident or storm %s is recorded in %s", sel.Incident, subj.StreamName(bus.StreamIncidents))
+			return fmt.Errorf("no decision of incident or storm %s is recorded in %s", sel.Incident, subj.StreamName(bus.StreamIncidentsArchive))
 		}
 	}
 	n := 0
-	err := read(ctx, js, subj.StreamName(bus.StreamSignals), sel.Since, []string{subj.AllSignals()}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+	err := read(ctx, js, subj.StreamName(bus.StreamSignalsArchive), sel.Since, []string{subj.AllSignals()}, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		if !sel.Until.IsZero() && !md.Timestamp.Before(sel.Until) {
 			return false, nil
 		}
@@ -82,7 +82,7 @@ func Select(ctx context.Context, js jetstream.JetStream, prefix string, sel revi
 func signalsOf(ctx context.Context, js jetstream.JetStream, subj bus.Subjects, id string) (map[string]bool, error) {
 	byIncident := map[string][]string{}
 	members := map[string]bool{id: true}
-	err := read(ctx, js, subj.StreamName(bus.StreamIncidents), time.Time{}, []string{subj.AllDedup(), subj.IncidentsUpdate()},
+	err := read(ctx, js, subj.StreamName(bus.StreamIncidentsArchive), time.Time{}, []string{subj.AllDedup(), subj.IncidentsUpdate()},
 		func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
 			var ev struct {
 				IncidentID string          `json:"incidentID"`

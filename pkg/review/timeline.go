@@ -432,7 +432,7 @@ func (b *builder) signal(m *Msg) error {
 		Detail: "no incident decision recorded: not processed yet, or dead-lettered (see below)"}
 	switch {
 	case !b.decisionsFrom.IsZero() && m.Stored.Before(b.decisionsFrom):
-		r.Detail = fmt.Sprintf("its decisions are no longer kept: the decisions stream starts at %s (bus.incidents.max_age, max_bytes)", formatTime(b.decisionsFrom))
+		r.Detail = fmt.Sprintf("its decisions are no longer kept: the decisions stream starts at %s (bus.archive.incidents.max_age, max_bytes)", formatTime(b.decisionsFrom))
 	case !sig.Firing():
 		r.Detail = "resolved signal with no open incident: counted, never a request"
 	}

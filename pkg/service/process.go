@@ -65,10 +65,12 @@ func NewProcess(ctx context.Context, cfg config.Config, log *slog.Logger, binary
 		if err == nil {
 			break
 		}
-		// The server answered and refused (limits, bad config): waiting
-		// will not help, so say why and stop.
+		// The server answered and refused (limits, bad config), or a
+		// stream of an earlier version needs the operator: waiting will
+		// not help, so say why and stop.
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		var retErr *bus.RetentionError
+		if errors.As(err, &retErr) || errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			conn.Close()
 			return nil, err
 		}

@@ -207,7 +207,7 @@ func (p *pipeline) read() outputs {
 func readOutputs(t testing.TB, js jetstream.JetStream, subj bus.Subjects) outputs {
 	t.Helper()
 	var out outputs
-	for _, m := range testenv.ReadStream(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
+	for _, m := range testenv.ReadArchived(t, js, subj.StreamName(bus.StreamIncidents), subj.IncidentsOpen(), subj.IncidentsStorm()) {
 		if m.Subject == subj.IncidentsOpen() {
 			var ev incident.Event
 			require.NoError(t, json.Unmarshal(m.Data, &ev))

@@ -25,7 +25,7 @@ import (
 
 // StageName is the aggregator's durable consumer name, shared by its
 // replicas, and its name in metrics, logs and the DLQ subject.
-const StageName = "aggregator"
+const StageName = bus.ConsumerAggregator
 
 // sweepBatch bounds the storms one sweep closes; the rest wait for the
 // next sweep.
@@ -149,7 +149,7 @@ func New(ctx context.Context, p *service.Process, storms Store, incidents Routes
 	}
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
-		Consumer: bus.ConsumerSpec{Stage: StageName, Stream: bus.StreamIncidents, Subjects: []string{subj.AllDedup()}},
+		Consumer: bus.PipelineConsumer(subj, bus.ConsumerAggregator),
 		Handler:  s,
 		Span:     "storm decision",
 	})

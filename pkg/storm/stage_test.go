@@ -259,9 +259,11 @@ func TestStage_redeliveryRepublishesTheSameOutputs(t *testing.T) {
 	before := p.read()
 	s := onlyStorm(t, before)
 
-	// Hand every dedup.new message to the handler again, as a redelivery.
+	// Hand every dedup.new message to the handler again, as a redelivery
+	// (from the archive: the aggregator's acks let them go).
 	ctx := context.Background()
-	stream, err := p.conn.JS.Stream(ctx, p.subj.StreamName(bus.StreamIncidents))
+	require.NoError(t, bus.WaitStreamArchived(ctx, p.conn.JS, p.subj.StreamName(bus.StreamIncidents)))
+	stream, err := p.conn.JS.Stream(ctx, p.subj.StreamName(bus.StreamIncidentsArchive))
 	require.NoError(t, err)
 	oc, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{p.subj.DedupNew()}})
 	require.NoError(t, err)

@@ -47,7 +47,7 @@ import (
 
 // Stage is the writer's name: its durable consumer, metrics label and DLQ
 // subject.
-const Stage = "writer"
+const Stage = bus.ConsumerWriter
 
 // Scheme returns a scheme with the core types and stormweir.io/v1alpha1.
 func Scheme() *runtime.Scheme {
@@ -220,7 +220,7 @@ func New(ctx context.Context, o Options) (*Writer, error) {
 	// the writer runs far more of them than CPU-bound stages
 	// (writer.concurrency).
 	if w.worker, err = o.Process.Worker(ctx, service.WorkerSpec{
-		Consumer:    bus.ConsumerSpec{Stage: Stage, Stream: bus.StreamIncidents, Subjects: []string{w.subj.AllIncidents()}},
+		Consumer:    bus.PipelineConsumer(w.subj, bus.ConsumerWriter),
 		Handler:     w,
 		Concurrency: cfg.Concurrency,
 		Span:        "remediation request write",

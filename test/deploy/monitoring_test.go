@@ -54,7 +54,7 @@ func TestMonitoring_queriesParseAndNameExportedMetrics(t *testing.T) {
 	}
 	require.NotNil(t, ha)
 	queries := alertQueries(t, ha)
-	require.Len(t, queries, 11, "the PrometheusRule's alerts")
+	require.Len(t, queries, 13, "the PrometheusRule's alerts")
 	dashboard := dashboardQueries(t, ha)
 	require.NotEmpty(t, dashboard)
 	queries = append(queries, dashboard...)

@@ -208,6 +208,7 @@ func TestWatcher_restartNeitherLosesNorRecounts(t *testing.T) {
 	cfg.AllInOne.Watcher = "off"
 	cfg.AllInOne.NATSListen = freePort(t)
 	cfg.Bus.Signals.DuplicateWindow = 100 * time.Millisecond
+	cfg.Bus.Archive.Signals.DuplicateWindow = 100 * time.Millisecond
 	pl := startPipeline(t, cfg)
 
 	wcfg := cfg
@@ -298,7 +299,8 @@ func TestWatcher_restartNeitherLosesNorRecounts(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond)
 }
 
-// signalsStream is the signals stream of cfg's bus, read over TCP.
+// signalsStream is the signals archive of cfg's bus (every signal stored,
+// processed or not), read over TCP.
 func signalsStream(t *testing.T, cfg config.Config) jetstream.Stream {
 	t.Helper()
 	nc, err := nats.Connect(cfg.Bus.URL)
@@ -306,7 +308,7 @@ func signalsStream(t *testing.T, cfg config.Config) jetstream.Stream {
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	s, err := js.Stream(context.Background(), bus.NewSubjects(cfg.Bus.Prefix).StreamName(bus.StreamSignals))
+	s, err := js.Stream(context.Background(), bus.NewSubjects(cfg.Bus.Prefix).StreamName(bus.StreamSignalsArchive))
 	require.NoError(t, err)
 	return s
 }

@@ -250,7 +250,7 @@ func Start(tb testing.TB, o Options) *Pipeline {
 		cfg.Redis.Mode, cfg.Redis.Addrs = "cluster", p.RedisCluster.Addrs()
 	}
 	if o.NATSCluster {
-		for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+		for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ, &cfg.Bus.Archive.Signals, &cfg.Bus.Archive.Incidents} {
 			s.Replicas = len(p.NATSNodes)
 		}
 	}

@@ -17,7 +17,7 @@ func Config(natsURL string) config.Config {
 	cfg := config.Default()
 	cfg.Bus.URL = natsURL
 	cfg.Bus.Prefix = "swt" + RandomID()
-	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ, &cfg.Bus.Archive.Signals, &cfg.Bus.Archive.Incidents} {
 		s.Storage, s.MaxBytes = "memory", 64<<20
 	}
 	c := &cfg.Bus.Consumer

@@ -40,9 +40,14 @@ func StartNATSWith(t testing.TB, opts *server.Options) *NATS {
 	// refused a client or did not start.
 	opts.NoLog, opts.NoSigs = os.Getenv("STORMWEIR_TEST_NATS_LOG") == "", true
 	// Limits, not allocations: the streams' default max_bytes add up to
-	// more than a small default store limit would allow.
-	opts.JetStreamMaxMemory = 1 << 30
-	opts.JetStreamMaxStore = 1 << 40
+	// more than a small default store limit would allow. A test of a full
+	// store sets its own.
+	if opts.JetStreamMaxMemory == 0 {
+		opts.JetStreamMaxMemory = 1 << 30
+	}
+	if opts.JetStreamMaxStore == 0 {
+		opts.JetStreamMaxStore = 1 << 40
+	}
 	n := &NATS{t: t, opts: opts}
 	n.start()
 	n.URL = n.srv.ClientURL()

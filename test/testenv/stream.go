@@ -82,3 +82,24 @@ func WaitAcked(t testing.TB, js jetstream.JetStream, stream, durable string, wit
 		assert.GreaterOrEqual(c, info.AckFloor.Stream, last, "%s: acked up to sequence", durable)
 	}, within, 5*time.Millisecond)
 }
+
+// WaitArchived waits until the archives of the pipeline under prefix hold
+// everything its processing streams stored so far (bus.WaitArchived):
+// the archives source asynchronously, and a review reads them.
+func WaitArchived(t testing.TB, js jetstream.JetStream, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, bus.WaitArchived(ctx, js, prefix))
+}
+
+// ReadArchived returns every message stored on the processing stream
+// under subjects, processed or not, from its archive (stream + _ARCHIVE)
+// once the archive holds everything the stream stored so far.
+func ReadArchived(t testing.TB, js jetstream.JetStream, stream string, subjects ...string) []StoredMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, bus.WaitStreamArchived(ctx, js, stream))
+	return ReadStream(t, js, stream+"_ARCHIVE", subjects...)
+}

@@ -83,6 +83,10 @@ func Fill(ctx context.Context, js jetstream.JetStream, cfg config.Config, signal
 			return "", err
 		}
 	}
+	// Reviews read the archives, which source the streams asynchronously.
+	if err := bus.WaitArchived(ctx, js, cfg.Bus.Prefix); err != nil {
+		return "", err
+	}
 	return one, nil
 }
 
