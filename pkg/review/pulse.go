@@ -79,6 +79,11 @@ func ReadPulse(ctx context.Context, js jetstream.JetStream, prefix string, now t
 		if i == 2 {
 			continue // nothing consumes the dead letters
 		}
+		// The stages consume the processing stream the archive copies.
+		name = strings.TrimSuffix(name, "_ARCHIVE")
+		if st, err = js.Stream(ctx, name); err != nil {
+			return nil, fmt.Errorf("reading stream %s: %w", name, err)
+		}
 		lister := st.ListConsumers(ctx)
 		for ci := range lister.Info() {
 			if ci.Config.Durable == "" {

@@ -149,7 +149,7 @@ func (p *Pipeline) WaitStreamsCurrent(within time.Duration) {
 }
 
 func (p *Pipeline) streamsCurrent(ctx context.Context) error {
-	for _, kind := range []string{bus.StreamSignals, bus.StreamIncidents, bus.StreamDLQ} {
+	for _, kind := range []string{bus.StreamSignals, bus.StreamIncidents, bus.StreamDLQ, bus.StreamSignalsArchive, bus.StreamIncidentsArchive} {
 		info, err := p.streamInfo(ctx, kind)
 		if err != nil {
 			return err
@@ -179,7 +179,9 @@ func (p *Pipeline) WaitSignals(n uint64, within time.Duration) {
 	var last error
 	for {
 		info, err := p.streamInfo(context.Background(), bus.StreamSignals)
-		if err == nil && info.State.Msgs >= n {
+		// The sequence counts every signal stored; the stream itself
+		// lets go of the processed ones.
+		if err == nil && info.State.LastSeq >= n {
 			return
 		}
 		if err != nil {
