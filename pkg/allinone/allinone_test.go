@@ -213,9 +213,13 @@ func TestRun_reviewListen(t *testing.T) {
 	}
 	status, _ := get("")
 	assert.Equal(t, http.StatusUnauthorized, status, "the pages need the receiver's token")
-	status, body := get(r.token)
-	assert.Equal(t, http.StatusOK, status)
-	assert.Contains(t, body, "KubePodCrashLooping", "the example webhook's incident is listed")
+	// The review reads the archives, which copy the streams within a
+	// second or so of the print.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		status, body := get(r.token)
+		assert.Equal(c, http.StatusOK, status)
+		assert.Contains(c, body, "KubePodCrashLooping", "the example webhook's incident is listed")
+	}, 10*time.Second, 50*time.Millisecond)
 	assert.NoError(t, r.stop(t))
 }
 
