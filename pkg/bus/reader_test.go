@@ -19,7 +19,9 @@ func TestOpenReader_releaseLeavesNoConsumer(t *testing.T) {
 	e := newEnv(t, nil)
 	e.publishInputs(3)
 	ctx := context.Background()
-	st, err := e.conn.JS.Stream(ctx, e.subj.StreamName("SIGNALS"))
+	// Reviews read the archive, which no stage consumes.
+	require.NoError(t, bus.WaitArchived(ctx, e.conn.JS, e.cfg.Prefix))
+	st, err := e.conn.JS.Stream(ctx, e.subj.StreamName(bus.StreamSignalsArchive))
 	require.NoError(t, err)
 	for range 5 {
 		cons, release, err := bus.OpenReader(ctx, st, jetstream.OrderedConsumerConfig{})

@@ -106,7 +106,7 @@ func TestReceiver_oversizedAlertIsRejectedAloneSiblingsStored(t *testing.T) {
 	assert.EqualValues(t, 6, metricValue(t, h.reg, "stormweir_receiver_signals_total", "source", "alertmanager", "result", "rejected"))
 
 	subj := bus.NewSubjects(h.cfg.Bus.Prefix)
-	recs := testenv.ReadStream(t, h.conn.JS, subj.StreamName(bus.StreamIncidents), subj.Audit("receiver"))
+	recs := testenv.ReadStream(t, h.conn.JS, subj.StreamName(bus.StreamIncidentsArchive), subj.Audit("receiver"))
 	var recorded []int
 	for _, m := range recs {
 		var a incident.Audit
