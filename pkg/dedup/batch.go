@@ -3,9 +3,8 @@ package dedup
 import (
 	"context"
 	"maps"
-	"slices"
-	"sync"
 
+	"github.com/stormweir/stormweir/pkg/batch"
 	"github.com/stormweir/stormweir/pkg/bus"
 	"github.com/stormweir/stormweir/pkg/record"
 	"github.com/stormweir/stormweir/pkg/signal"
@@ -43,22 +42,29 @@ const (
 // be dropped by the duplicate window and must never be what covers a
 // fresh decision.
 //
-// The batcher has no goroutine of its own: callers send. A caller that
-// finds a slot free sends the queue; when its batch is decided it hands
-// the slot to the first queued signal, whose caller sends the next batch.
-// So every store call runs in a handler's goroutine, which the stage's
-// worker owns and waits for.
+// The queueing is pkg/batch's: callers send, so every store call runs in
+// a handler's goroutine, which the stage's worker owns and waits for.
 type batcher struct {
 	// decide decides one batch; output builds a decision's event.
 	decide func(ctx context.Context, reqs []record.DecideRequest) []record.DecideResponse
 	output func(c *call) (bus.Output, bool, error)
 
-	mu    sync.Mutex
-	queue []*call
-	// slots counts batch slots taken: being sent, or handed to a queued
-	// call's caller who has not sent yet.
-	slots int
+	q *batch.Batcher[*call]
 }
+
+// newBatcher returns a batcher deciding through decide and building
+// events with output.
+func newBatcher(decide func(ctx context.Context, reqs []record.DecideRequest) []record.DecideResponse, output func(c *call) (bus.Output, bool, error)) *batcher {
+	b := &batcher{decide: decide, output: output}
+	b.q = batch.New(maxBatches, maxBatch, b.exec)
+	return b
+}
+
+// run decides c and sets its result and event. When ctx ends first it
+// returns ctx's error and c must not be read: c may still be decided
+// later, in another caller's batch; decisions are idempotent per msg-id,
+// so the redelivery of c's message finds it.
+func (b *batcher) run(ctx context.Context, c *call) error { return b.q.Do(ctx, c) }
 
 // call is one signal waiting for its decision and event.
 type call struct {
@@ -70,97 +76,8 @@ type call struct {
 	err error
 	// out is the event covering this decision (its own or its group's
 	// newest); ok is false when the decision publishes nothing.
-	out  bus.Output
-	ok   bool
-	done chan struct{}
-	// lead receives the slot handed to this call's caller. Under
-	// batcher.mu: owed says a handed slot is not used yet (it sits in
-	// lead), queued that the call waits in the queue.
-	lead   chan struct{}
-	owed   bool
-	queued bool
-}
-
-// run decides c and sets its result and event. When ctx ends first it
-// returns ctx's error and c must not be read: c may still be decided
-// later, in another caller's batch; decisions are idempotent per msg-id,
-// so the redelivery of c's message finds it.
-func (b *batcher) run(ctx context.Context, c *call) error {
-	c.done, c.lead, c.queued = make(chan struct{}), make(chan struct{}, 1), true
-	b.mu.Lock()
-	b.queue = append(b.queue, c)
-	free := b.slots < maxBatches
-	if free {
-		b.slots++
-	}
-	b.mu.Unlock()
-	if free {
-		b.send(ctx, c)
-	}
-	for {
-		select {
-		case <-c.done:
-			b.leave(c)
-			return nil
-		case <-c.lead:
-			b.send(ctx, c)
-		case <-ctx.Done():
-			b.leave(c)
-			return ctx.Err()
-		}
-	}
-}
-
-// send decides one batch of queued calls on the slot self's caller holds,
-// then hands the slot on. The batch carries other callers' signals, so
-// it is not cut short when ctx ends (the store client's timeouts bound
-// it).
-func (b *batcher) send(ctx context.Context, self *call) {
-	b.mu.Lock()
-	self.owed = false
-	n := min(len(b.queue), maxBatch)
-	batch := slices.Clone(b.queue[:n])
-	b.queue = slices.Delete(b.queue, 0, n)
-	for _, c := range batch {
-		c.queued = false
-	}
-	b.mu.Unlock()
-	if n > 0 {
-		b.exec(context.WithoutCancel(ctx), batch)
-	}
-	b.mu.Lock()
-	b.passLocked()
-	b.mu.Unlock()
-}
-
-// leave ends the wait of c's caller: c leaves the queue if it is still
-// there, and a slot handed to it and not used is passed on.
-func (b *batcher) leave(c *call) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if c.queued {
-		i := slices.Index(b.queue, c)
-		b.queue = slices.Delete(b.queue, i, i+1)
-		c.queued = false
-	}
-	if c.owed {
-		<-c.lead // owed: the slot sits in lead, and only c's caller takes it
-		c.owed = false
-		b.passLocked()
-	}
-}
-
-// passLocked hands a freed slot to the first queued call that has none,
-// or frees it when none waits. b.mu held.
-func (b *batcher) passLocked() {
-	for _, c := range b.queue {
-		if !c.owed {
-			c.owed = true
-			c.lead <- struct{}{}
-			return
-		}
-	}
-	b.slots--
+	out bus.Output
+	ok  bool
 }
 
 // group is the fresh decisions of one batch on one incident's subject.
@@ -170,11 +87,6 @@ type group struct{ incident, subject string }
 // decision the event of its group's newest revision, and releases the
 // callers.
 func (b *batcher) exec(ctx context.Context, batch []*call) {
-	defer func() {
-		for _, c := range batch {
-			close(c.done)
-		}
-	}()
 	reqs := make([]record.DecideRequest, len(batch))
 	for i, c := range batch {
 		reqs[i] = record.DecideRequest{Sig: c.sig, MsgID: c.msgID}

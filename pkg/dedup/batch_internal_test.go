@@ -38,21 +38,15 @@ func TestBatcher_coalescesFreshDecisionsPerIncident(t *testing.T) {
 		{Err: errors.New("redis away")},
 		{Result: record.Result{Decision: incident.DecisionResolvedUnknown}},
 	}
-	b := &batcher{
-		decide: func(_ context.Context, reqs []record.DecideRequest) []record.DecideResponse {
-			require.Len(t, reqs, len(resps))
-			return resps
-		},
-		output: s.output,
-	}
+	b := newBatcher(func(_ context.Context, reqs []record.DecideRequest) []record.DecideResponse {
+		require.Len(t, reqs, len(resps))
+		return resps
+	}, s.output)
 	calls := make([]*call, len(resps))
 	for i := range calls {
 		id := "m" + string(rune('0'+i))
 		h := nats.Header{jetstream.MsgIDHeader: {id}, bus.HeaderReceivedAt: {"t" + id}}
 		calls[i] = &call{sig: &signal.Head{}, msgID: id, in: &bus.Msg{Data: []byte(`{}`), Header: h}}
-	}
-	for _, c := range calls {
-		c.done = make(chan struct{})
 	}
 	b.exec(context.Background(), calls)
 	ids := func(i int) (string, string) {
@@ -88,22 +82,19 @@ func TestBatcher_decidesEveryCallOnce(t *testing.T) {
 	const n = 1000
 	var mu sync.Mutex
 	seen := map[string]int{}
-	b := &batcher{
-		decide: func(_ context.Context, reqs []record.DecideRequest) []record.DecideResponse {
-			assert.LessOrEqual(t, len(reqs), maxBatch)
-			out := make([]record.DecideResponse, len(reqs))
-			mu.Lock()
-			defer mu.Unlock()
-			for i, r := range reqs {
-				seen[r.MsgID]++
-				out[i].Result = record.Result{Decision: incident.DecisionOccurrence, Record: record.Record{IncidentID: "i", Revision: int64(len(seen))}}
-			}
-			return out
-		},
-		output: func(c *call) (bus.Output, bool, error) {
-			return bus.Output{Subject: "s", MsgID: OutputMsgID(c.msgID)}, true, nil
-		},
-	}
+	b := newBatcher(func(_ context.Context, reqs []record.DecideRequest) []record.DecideResponse {
+		assert.LessOrEqual(t, len(reqs), maxBatch)
+		out := make([]record.DecideResponse, len(reqs))
+		mu.Lock()
+		defer mu.Unlock()
+		for i, r := range reqs {
+			seen[r.MsgID]++
+			out[i].Result = record.Result{Decision: incident.DecisionOccurrence, Record: record.Record{IncidentID: "i", Revision: int64(len(seen))}}
+		}
+		return out
+	}, func(c *call) (bus.Output, bool, error) {
+		return bus.Output{Subject: "s", MsgID: OutputMsgID(c.msgID)}, true, nil
+	})
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -117,6 +108,4 @@ func TestBatcher_decidesEveryCallOnce(t *testing.T) {
 	for id, k := range seen {
 		assert.Equal(t, 1, k, "call %s decided once", id)
 	}
-	assert.Zero(t, b.slots, "every slot returned")
-	assert.Empty(t, b.queue)
 }

@@ -83,7 +83,7 @@ type Stage struct {
 func New(ctx context.Context, p *service.Process, store record.Decider) (*Stage, error) {
 	subj := bus.NewSubjects(p.Config.Bus.Prefix)
 	s := &Stage{store: store, subj: subj, m: NewMetrics(p.Registry), health: redisclient.NewStoreHealth(p.Registry, p.Log, StageName)}
-	s.batch = &batcher{decide: s.decide, output: s.output}
+	s.batch = newBatcher(s.decide, s.output)
 	var err error
 	s.worker, err = p.Worker(ctx, service.WorkerSpec{
 		Consumer: bus.PipelineConsumer(subj, bus.ConsumerDeduper),

@@ -76,7 +76,7 @@ func NewRedisStore(c redis.UniversalClient, keyPrefix string, retain time.Durati
 		retain = DefaultRetain
 	}
 	return &RedisStore{c: c, prefix: keyPrefix + ":storm:", deadlines: keyPrefix + ":storm:deadlines", retain: retain,
-		cache: newStormCache(), batch: &scriptBatcher{c: c}}
+		cache: newStormCache(), batch: newScriptBatcher(c)}
 }
 
 // Check pings Redis, for readiness.
