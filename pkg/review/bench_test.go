@@ -31,7 +31,7 @@ const (
 func BenchmarkReplay(b *testing.B) {
 	nt := testenv.StartNATS(b)
 	cfg := testenv.Config(nt.URL)
-	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ, &cfg.Bus.Archive.Signals, &cfg.Bus.Archive.Incidents} {
 		s.Storage, s.MaxBytes = "file", 1<<30
 	}
 	nc, err := nats.Connect(nt.URL)

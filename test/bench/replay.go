@@ -30,7 +30,7 @@ const (
 func (b *bench) replay() {
 	nt := testenv.StartNATS(b.tb)
 	cfg := testenv.Config(nt.URL)
-	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ} {
+	for _, s := range []*config.Stream{&cfg.Bus.Signals, &cfg.Bus.Incidents, &cfg.Bus.DLQ, &cfg.Bus.Archive.Signals, &cfg.Bus.Archive.Incidents} {
 		s.Storage, s.MaxBytes = "file", 1<<30
 	}
 	nc, err := nats.Connect(nt.URL)
