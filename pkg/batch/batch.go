@@ -62,7 +62,7 @@ func (b *Batcher[T]) Do(ctx context.Context, item T) error {
 	}
 	b.mu.Unlock()
 	if free {
-		b.send(ctx, w)
+		b.send(ctx)
 	}
 	for {
 		select {
@@ -70,7 +70,13 @@ func (b *Batcher[T]) Do(ctx context.Context, item T) error {
 			b.leave(w)
 			return nil
 		case <-w.lead:
-			b.send(ctx, w)
+			// The handed slot is taken. Only here: a caller that found a
+			// slot free may be handed another one before it sends (w is
+			// queued meanwhile), and that one stays owed, in lead.
+			b.mu.Lock()
+			w.owed = false
+			b.mu.Unlock()
+			b.send(ctx)
 		case <-ctx.Done():
 			b.leave(w)
 			return ctx.Err()
@@ -78,12 +84,11 @@ func (b *Batcher[T]) Do(ctx context.Context, item T) error {
 	}
 }
 
-// send runs one batch of queued items on the slot self's caller holds,
-// then hands the slot on. The batch carries other callers' items, so it
-// is not cut short when ctx ends (the store client's timeouts bound it).
-func (b *Batcher[T]) send(ctx context.Context, self *waiter[T]) {
+// send runs one batch of queued items on a slot its caller holds, then
+// hands the slot on. The batch carries other callers' items, so it is not
+// cut short when ctx ends (the store client's timeouts bound it).
+func (b *Batcher[T]) send(ctx context.Context) {
 	b.mu.Lock()
-	self.owed = false
 	n := min(len(b.queue), b.limit)
 	batch := slices.Clone(b.queue[:n])
 	b.queue = slices.Delete(b.queue, 0, n)
