@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/stormweir/stormweir/pkg/config"
 	"github.com/stormweir/stormweir/pkg/loadgen"
 	"github.com/stormweir/stormweir/pkg/receiver"
 	"github.com/stormweir/stormweir/test/testenv"
@@ -39,17 +38,9 @@ func TestPipeline_unwritableAlertIsRejectedAlone(t *testing.T) {
 	ns := api.namespace(t, "pay-"+id, nil)
 	fallback := api.namespace(t, "fb-"+id, nil)
 
-	cfg := config.Default()
+	cfg := eventPipelineConfig(t, api, fallback)
 	cfg.Log.Level = "error"
-	cfg.AllInOne.DataDir = t.TempDir()
 	cfg.AllInOne.Store = "memory"
-	cfg.AllInOne.Sink = "kubernetes"
-	cfg.Writer.Kubeconfig = api.Kubeconfig
-	cfg.Writer.FallbackNamespace = fallback
-	cfg.Receiver.Listen = "127.0.0.1:0"
-	cfg.Receiver.Auth.Tokens = []string{token}
-	cfg.Receiver.ShutdownTimeout = 2 * time.Second
-	cfg.Worker.DrainTimeout = 2 * time.Second
 	pl := startPipeline(t, cfg)
 
 	long := strings.Repeat("n", 64)
